@@ -1,0 +1,103 @@
+//! The admin port: `/metrics` (Prometheus text), `/healthz` (live; never depends on the IdP),
+//! `/readyz` (every issuer has a usable key set and shutdown has not begun) and `/version`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::StatusCode;
+use http::header::CONTENT_TYPE;
+
+use crate::decision::Decider;
+use crate::telemetry;
+
+/// Process-wide state the admin endpoints report.
+#[derive(Debug, Default)]
+pub struct Health {
+    draining: AtomicBool,
+}
+
+impl Health {
+    /// Marks the process as shutting down: readiness turns false at once.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct AdminState {
+    decider: Arc<Decider>,
+    health: Arc<Health>,
+}
+
+/// The router of the admin port.
+pub fn router(decider: Arc<Decider>, health: Arc<Health>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/version", get(version))
+        .with_state(AdminState { decider, health })
+}
+
+/// Whether the service is ready, with one line per issuer saying why or why not.
+pub fn readiness(decider: &Decider, health: &Health) -> (bool, String) {
+    let mut ready = !health.is_draining();
+    let mut text = String::new();
+    if health.is_draining() {
+        text.push_str("shutting down\n");
+    }
+    for (issuer, h) in decider.key_health() {
+        ready &= h.usable;
+        let state = if h.usable { "ok" } else { "no usable key set" };
+        let age = h
+            .age
+            .map_or_else(|| "-".to_owned(), |a| format!("{}s", a.as_secs()));
+        text.push_str(&format!("{issuer}: {state} (keys {}, age {age})\n", h.keys));
+    }
+    (ready, text)
+}
+
+async fn readyz(State(s): State<AdminState>) -> Response {
+    let (ready, text) = readiness(&s.decider, &s.health);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, text).into_response()
+}
+
+async fn metrics(State(s): State<AdminState>) -> Response {
+    let (ready, _) = readiness(&s.decider, &s.health);
+    metrics::gauge!(telemetry::READY).set(if ready { 1.0 } else { 0.0 });
+    for (issuer, h) in s.decider.key_health() {
+        if let Some(age) = h.age {
+            metrics::gauge!(telemetry::KEY_SET_AGE, "issuer" => issuer.to_owned())
+                .set(age.as_secs_f64());
+        }
+        metrics::gauge!(telemetry::KEYS_LOADED, "issuer" => issuer.to_owned()).set(h.keys as f64);
+    }
+    let body = telemetry::metrics_handle().render();
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+async fn version() -> Response {
+    axum::Json(serde_json::json!({
+        "version": telemetry::VERSION,
+        "commit": telemetry::GIT_COMMIT,
+    }))
+    .into_response()
+}

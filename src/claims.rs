@@ -1,0 +1,253 @@
+//! Claims: paths into the payload, scope and claim requirements, and the encoding of claims
+//! into upstream header values so that no control byte or CR/LF can ever reach a header.
+
+use std::fmt::Write as _;
+
+use http::{HeaderName, HeaderValue};
+use serde_json::{Map, Value};
+
+use crate::config::ClaimHeaderConfig;
+
+/// A dot-separated path into the claims (`realm_access.roles`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimPath(Vec<String>);
+
+impl ClaimPath {
+    /// Parses `a.b.c`; every segment must be non-empty.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            return Err("claim path must not be empty".to_owned());
+        }
+        let segments: Vec<String> = text.split('.').map(str::to_owned).collect();
+        if segments.iter().any(String::is_empty) {
+            return Err(format!("{text:?} has an empty segment"));
+        }
+        Ok(Self(segments))
+    }
+
+    /// A top-level claim name.
+    pub fn single(name: &str) -> Self {
+        Self(vec![name.to_owned()])
+    }
+
+    /// The value at this path, if every step is an object member.
+    pub fn lookup<'a>(&self, claims: &'a Map<String, Value>) -> Option<&'a Value> {
+        let (first, rest) = self.0.split_first()?;
+        let mut value = claims.get(first)?;
+        for segment in rest {
+            value = value.as_object()?.get(segment)?;
+        }
+        Some(value)
+    }
+
+    /// The path as written.
+    pub fn as_dotted(&self) -> String {
+        self.0.join(".")
+    }
+}
+
+/// A claim that must equal one of `values` (or, for an array claim, contain one of them).
+#[derive(Debug, Clone)]
+pub struct ClaimRequirement {
+    /// Where the claim is.
+    pub path: ClaimPath,
+    /// Accepted values, compared as text.
+    pub values: Vec<String>,
+}
+
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+impl ClaimRequirement {
+    /// Whether the claims satisfy this requirement.
+    pub fn satisfied_by(&self, claims: &Map<String, Value>) -> bool {
+        let accepted = |v: &Value| scalar_text(v).is_some_and(|t| self.values.contains(&t));
+        match self.path.lookup(claims) {
+            Some(Value::Array(items)) => items.iter().any(accepted),
+            Some(v) => accepted(v),
+            None => false,
+        }
+    }
+}
+
+/// The granted scopes: `scope` (space-separated string) and `scp` (array of strings, or a
+/// string) together.
+pub fn granted_scopes(claims: &Map<String, Value>) -> Vec<&str> {
+    let mut scopes = Vec::new();
+    for name in ["scope", "scp"] {
+        match claims.get(name) {
+            Some(Value::String(s)) => scopes.extend(s.split(' ').filter(|s| !s.is_empty())),
+            Some(Value::Array(items)) => scopes.extend(items.iter().filter_map(Value::as_str)),
+            _ => {}
+        }
+    }
+    scopes
+}
+
+/// Percent-encodes every byte outside printable ASCII (0x20..=0x7e), so a value can never
+/// carry CR, LF or another control byte into a header.
+pub fn encode_header_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..0x7f).contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// The header text for a claim value: strings as they are, numbers and bools as text, arrays of
+/// scalars comma-joined, other values as compact JSON; `None` for null.
+pub fn claim_value_text(value: &Value) -> Option<String> {
+    let text = match value {
+        Value::Null => return None,
+        Value::Array(items) if items.iter().all(|v| scalar_text(v).is_some()) => items
+            .iter()
+            .filter_map(scalar_text)
+            .collect::<Vec<_>>()
+            .join(","),
+        Value::Array(_) | Value::Object(_) => value.to_string(),
+        scalar => scalar_text(scalar)?,
+    };
+    Some(encode_header_text(&text))
+}
+
+/// Upstream headers for these claims. Values longer than the cap are left out and counted in
+/// the second element.
+pub fn claim_headers(
+    claims: &Map<String, Value>,
+    config: &ClaimHeaderConfig,
+) -> (Vec<(HeaderName, HeaderValue)>, usize) {
+    let mut headers = Vec::with_capacity(config.headers.len());
+    let mut rejected = 0;
+    for (path, name) in &config.headers {
+        let Some(text) = path.lookup(claims).and_then(claim_value_text) else {
+            continue;
+        };
+        if text.len() > config.max_value_bytes {
+            rejected += 1;
+            continue;
+        }
+        match HeaderValue::from_str(&text) {
+            Ok(value) => headers.push((name.clone(), value)),
+            Err(_) => rejected += 1,
+        }
+    }
+    (headers, rejected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().expect("object")
+    }
+
+    fn config(pairs: &[(&str, &str)], max: usize) -> ClaimHeaderConfig {
+        ClaimHeaderConfig {
+            headers: pairs
+                .iter()
+                .map(|(c, h)| {
+                    (
+                        ClaimPath::parse(c).expect("path"),
+                        HeaderName::from_bytes(h.as_bytes()).expect("name"),
+                    )
+                })
+                .collect(),
+            max_value_bytes: max,
+        }
+    }
+
+    #[test]
+    fn nested_paths_reach_into_objects_only() {
+        let c = claims(json!({"realm_access": {"roles": ["a", "b"]}, "x": "y"}));
+        let path = ClaimPath::parse("realm_access.roles").expect("path");
+        assert_eq!(path.lookup(&c), Some(&json!(["a", "b"])));
+        assert_eq!(ClaimPath::parse("x.y").expect("path").lookup(&c), None);
+        assert!(ClaimPath::parse("a..b").is_err());
+        assert!(ClaimPath::parse("").is_err());
+    }
+
+    #[test]
+    fn claim_requirements_match_scalars_and_array_members() {
+        let c = claims(json!({"roles": ["admin", "dev"], "tier": 3, "email_verified": true}));
+        let req = |p: &str, v: &[&str]| ClaimRequirement {
+            path: ClaimPath::parse(p).expect("path"),
+            values: v.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        assert!(req("roles", &["admin"]).satisfied_by(&c));
+        assert!(!req("roles", &["root"]).satisfied_by(&c));
+        assert!(req("tier", &["3"]).satisfied_by(&c));
+        assert!(req("email_verified", &["true"]).satisfied_by(&c));
+        assert!(!req("missing", &["x"]).satisfied_by(&c));
+    }
+
+    #[test]
+    fn scopes_come_from_scope_string_and_scp_array() {
+        let c = claims(json!({"scope": "read  write", "scp": ["admin", 5]}));
+        assert_eq!(granted_scopes(&c), ["read", "write", "admin"]);
+    }
+
+    #[test]
+    fn header_values_never_carry_control_bytes() {
+        let c = claims(json!({
+            "sub": "evil\r\nX-Injected: 1",
+            "name": "Jürgen",
+            "n": 42,
+            "ok": false,
+            "roles": ["a", "b"],
+            "obj": {"k": "v\n"},
+            "mixed": [1, {"a": 1}],
+            "null": null,
+        }));
+        let cfg = config(
+            &[
+                ("sub", "x-sub"),
+                ("name", "x-name"),
+                ("n", "x-n"),
+                ("ok", "x-ok"),
+                ("roles", "x-roles"),
+                ("obj", "x-obj"),
+                ("mixed", "x-mixed"),
+                ("null", "x-null"),
+            ],
+            4096,
+        );
+        let (headers, rejected) = claim_headers(&c, &cfg);
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(h, _)| h == n)
+                .map(|(_, v)| v.to_str().expect("ascii").to_owned())
+        };
+        assert_eq!(get("x-sub").as_deref(), Some("evil%0D%0AX-Injected: 1"));
+        assert_eq!(get("x-name").as_deref(), Some("J%C3%BCrgen"));
+        assert_eq!(get("x-n").as_deref(), Some("42"));
+        assert_eq!(get("x-ok").as_deref(), Some("false"));
+        assert_eq!(get("x-roles").as_deref(), Some("a,b"));
+        assert_eq!(get("x-obj").as_deref(), Some(r#"{"k":"v\n"}"#));
+        assert_eq!(get("x-mixed").as_deref(), Some(r#"[1,{"a":1}]"#));
+        assert_eq!(get("x-null"), None);
+        assert_eq!(rejected, 0);
+    }
+
+    #[test]
+    fn oversized_values_are_omitted_and_counted() {
+        let c = claims(json!({"sub": "a".repeat(20), "iss": "short"}));
+        let (headers, rejected) =
+            claim_headers(&c, &config(&[("sub", "x-sub"), ("iss", "x-iss")], 10));
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers[0].0, "x-iss");
+        assert_eq!(rejected, 1);
+    }
+}

@@ -1,0 +1,687 @@
+//! THE CORE: one `CheckRequest` in, one `Decision` out. Every mouth (forward-auth HTTP, Envoy
+//! HTTP, ext_authz gRPC) translates into a `CheckRequest` and maps the `Decision` back; only this
+//! module decides. No axum, tonic or reqwest in here. `decide()` cannot fail: a denial is a value
+//! with a `DenyReason`, and each reason maps once to a `DenyKind` that the adapters turn into a
+//! status.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::{HeaderName, HeaderValue};
+use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::claims::{claim_headers, granted_scopes};
+use crate::config::{
+    AudienceMatch, Config, IssuerConfig, PathMatch, Requirement, Route, RouteAction,
+};
+use crate::keys::{KeyHealth, KeyLookup, KeySource};
+use crate::telemetry;
+use crate::token::{TokenSource, find_token};
+use crate::verify::{FormatError, numeric_date, parse_compact, signature_valid};
+
+/// Which mouth a check came through (a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frontend {
+    /// `/auth`: Traefik ForwardAuth and other forward-auth callers.
+    ForwardAuth,
+    /// `/auth/nginx`: nginx auth_request.
+    Nginx,
+    /// `/envoy/*`: Envoy ext_authz HTTP mode.
+    EnvoyHttp,
+    /// Envoy ext_authz gRPC.
+    Grpc,
+}
+
+impl Frontend {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Frontend::ForwardAuth => "forward_auth",
+            Frontend::Nginx => "nginx",
+            Frontend::EnvoyHttp => "envoy_http",
+            Frontend::Grpc => "grpc",
+        }
+    }
+}
+
+/// What the core needs to know about the ORIGINAL request the proxy asks about.
+#[derive(Debug, Clone)]
+pub struct CheckRequest {
+    /// The mouth it came through.
+    pub frontend: Frontend,
+    /// Upper-case method, if the proxy told.
+    pub method: Option<String>,
+    /// Host, possibly with a port, if the proxy told.
+    pub host: Option<String>,
+    /// Path and query of the original request, if the proxy told.
+    pub path: Option<String>,
+    /// Every `Authorization` header value, in order.
+    pub authorization: Vec<Vec<u8>>,
+    /// The peer that asked (the proxy), for logs.
+    pub peer: Option<IpAddr>,
+}
+
+impl CheckRequest {
+    /// An empty GET / request for tests.
+    pub fn for_test() -> Self {
+        Self {
+            frontend: Frontend::ForwardAuth,
+            method: Some("GET".to_owned()),
+            host: Some("api.example.com".to_owned()),
+            path: Some("/".to_owned()),
+            authorization: Vec::new(),
+            peer: None,
+        }
+    }
+}
+
+/// Why a check was denied. A closed set: it is also the `reason` metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DenyReason {
+    /// No token in any enabled source.
+    MissingToken,
+    /// `Bearer` with nothing after it, or an empty query token.
+    EmptyToken,
+    /// More than one token (two Authorization headers, header and query).
+    MultipleTokens,
+    /// Control or non-ASCII bytes in the Authorization header.
+    MalformedAuthorization,
+    /// Longer than the token size cap.
+    TokenTooLarge,
+    /// Not a well-formed compact JWS.
+    MalformedToken,
+    /// `alg` is none, symmetric, unknown, or not allowed for the issuer.
+    AlgorithmNotAllowed,
+    /// A `crit` header names extensions authgate does not understand.
+    UnsupportedCritical,
+    /// A registered claim has the wrong type.
+    MalformedClaims,
+    /// `iss` is missing or not a configured issuer.
+    UnknownIssuer,
+    /// The issuer is configured but not accepted on this route.
+    IssuerNotAllowed,
+    /// `typ` is not one of the accepted values.
+    WrongTokenType,
+    /// No `exp` claim.
+    MissingExpiry,
+    /// `exp` is past (beyond the leeway).
+    Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    NotYetValid,
+    /// `iat` is in the future (beyond the leeway).
+    IssuedInFuture,
+    /// `aud` does not match.
+    WrongAudience,
+    /// No key with the token's `kid`.
+    UnknownKey,
+    /// The `kid` names more than one key.
+    AmbiguousKey,
+    /// The key cannot verify the token's algorithm.
+    KeyAlgorithmMismatch,
+    /// The signature does not verify.
+    BadSignature,
+    /// A required scope is missing.
+    InsufficientScope,
+    /// A required claim value is missing.
+    ClaimMismatch,
+    /// A route rule denies the request.
+    RouteDenied,
+    /// No usable key set (IdP unreachable at start, or keys past max_stale).
+    KeysUnavailable,
+    /// The per-check deadline passed while waiting for keys.
+    DeadlineExceeded,
+    /// The concurrency limit shed the check.
+    Overloaded,
+}
+
+/// How a denial is presented; each adapter maps a kind once to its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyKind {
+    /// No token: 401 with a bare challenge.
+    Unauthenticated,
+    /// Bad token: 401 `invalid_token`.
+    InvalidToken,
+    /// Malformed request: 400 `invalid_request`.
+    InvalidRequest,
+    /// Token lacks scope or claims: 403 `insufficient_scope`.
+    InsufficientScope,
+    /// Policy says no: 403 without an error code.
+    Forbidden,
+    /// Keys unavailable or overloaded: fail closed, with `Retry-After`.
+    Unavailable,
+}
+
+impl DenyReason {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        use DenyReason::*;
+        match self {
+            MissingToken => "missing_token",
+            EmptyToken => "empty_token",
+            MultipleTokens => "multiple_tokens",
+            MalformedAuthorization => "malformed_authorization",
+            TokenTooLarge => "token_too_large",
+            MalformedToken => "malformed_token",
+            AlgorithmNotAllowed => "algorithm_not_allowed",
+            UnsupportedCritical => "unsupported_critical_header",
+            MalformedClaims => "malformed_claims",
+            UnknownIssuer => "unknown_issuer",
+            IssuerNotAllowed => "issuer_not_allowed",
+            WrongTokenType => "wrong_token_type",
+            MissingExpiry => "missing_expiry",
+            Expired => "expired",
+            NotYetValid => "not_yet_valid",
+            IssuedInFuture => "issued_in_future",
+            WrongAudience => "wrong_audience",
+            UnknownKey => "unknown_key",
+            AmbiguousKey => "ambiguous_key",
+            KeyAlgorithmMismatch => "key_algorithm_mismatch",
+            BadSignature => "bad_signature",
+            InsufficientScope => "insufficient_scope",
+            ClaimMismatch => "claim_mismatch",
+            RouteDenied => "route_denied",
+            KeysUnavailable => "keys_unavailable",
+            DeadlineExceeded => "deadline_exceeded",
+            Overloaded => "overloaded",
+        }
+    }
+
+    /// The kind this reason is presented as.
+    pub fn kind(self) -> DenyKind {
+        use DenyReason::*;
+        match self {
+            MissingToken => DenyKind::Unauthenticated,
+            EmptyToken | MultipleTokens | MalformedAuthorization => DenyKind::InvalidRequest,
+            TokenTooLarge | MalformedToken | AlgorithmNotAllowed | UnsupportedCritical
+            | MalformedClaims | UnknownIssuer | IssuerNotAllowed | WrongTokenType
+            | MissingExpiry | Expired | NotYetValid | IssuedInFuture | WrongAudience
+            | UnknownKey | AmbiguousKey | KeyAlgorithmMismatch | BadSignature => {
+                DenyKind::InvalidToken
+            }
+            InsufficientScope | ClaimMismatch => DenyKind::InsufficientScope,
+            RouteDenied => DenyKind::Forbidden,
+            KeysUnavailable | DeadlineExceeded | Overloaded => DenyKind::Unavailable,
+        }
+    }
+}
+
+impl fmt::Display for DenyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A denial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deny {
+    /// Why.
+    pub reason: DenyReason,
+    /// The scopes the route needs, for `insufficient_scope` challenges.
+    pub scope: Option<String>,
+    /// Seconds after which a retry may succeed (unavailable kinds only).
+    pub retry_after: Option<u64>,
+}
+
+impl Deny {
+    fn new(reason: DenyReason) -> Self {
+        let retry_after = match reason {
+            DenyReason::Overloaded => Some(1),
+            DenyReason::KeysUnavailable | DenyReason::DeadlineExceeded => Some(5),
+            _ => None,
+        };
+        Self {
+            reason,
+            scope: None,
+            retry_after,
+        }
+    }
+
+    /// How this denial is presented.
+    pub fn kind(&self) -> DenyKind {
+        self.reason.kind()
+    }
+}
+
+/// Who the verified token speaks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    /// `sub`, if present and a string.
+    pub subject: Option<String>,
+    /// `iss`.
+    pub issuer: String,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// `exp` in seconds since the epoch.
+    pub expires_at: i64,
+    /// All claims.
+    pub claims: Map<String, Value>,
+}
+
+/// An allow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Allow {
+    /// Claim headers for the upstream.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Every header authgate owns (configured claim headers), so adapters can remove those
+    /// without a value here; a client-sent one must never reach the upstream.
+    pub owned_headers: Arc<[HeaderName]>,
+    /// The verified identity (`None` on an anonymous route).
+    pub identity: Option<Identity>,
+    /// Where the token was found (`None` on an anonymous route).
+    pub token_source: Option<TokenSource>,
+}
+
+/// The answer to a check.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Let the request through, with these headers.
+    Allow(Allow),
+    /// Refuse it.
+    Deny(Deny),
+}
+
+/// Wall-clock seconds, injectable for tests.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// Seconds since the Unix epoch.
+    fn now_unix(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_unix(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    }
+}
+
+/// A clock that stays where a test puts it.
+#[derive(Debug, Default)]
+pub struct FixedClock(AtomicI64);
+
+impl FixedClock {
+    /// A clock at `now`.
+    pub fn at(now: i64) -> Self {
+        Self(AtomicI64::new(now))
+    }
+
+    /// Moves the clock.
+    pub fn set(&self, now: i64) {
+        self.0.store(now, Ordering::SeqCst);
+    }
+}
+
+impl Clock for FixedClock {
+    fn now_unix(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A trusted issuer and its keys.
+#[derive(Debug, Clone)]
+pub struct TrustedIssuer {
+    /// Its configuration.
+    pub config: IssuerConfig,
+    /// Where its keys come from.
+    pub keys: Arc<dyn KeySource>,
+}
+
+/// Makes decisions. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Decider {
+    config: Arc<Config>,
+    issuers: Vec<TrustedIssuer>,
+    limiter: Semaphore,
+    clock: Arc<dyn Clock>,
+    owned_headers: Arc<[HeaderName]>,
+}
+
+fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_inclusive(']').next().unwrap_or(host);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+/// Glob over a path: `*` matches within one segment, `**` across segments.
+fn glob_match(pattern: &[u8], path: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => path.is_empty(),
+        Some((b'*', rest)) if rest.first() == Some(&b'*') => {
+            let rest = &rest[1..];
+            (0..=path.len()).any(|i| glob_match(rest, &path[i..]))
+        }
+        Some((b'*', rest)) => {
+            let segment_end = path.iter().position(|&b| b == b'/').unwrap_or(path.len());
+            (0..=segment_end).any(|i| glob_match(rest, &path[i..]))
+        }
+        Some((c, rest)) => path.first() == Some(c) && glob_match(rest, &path[1..]),
+    }
+}
+
+impl Route {
+    fn matches(&self, req: &CheckRequest) -> bool {
+        if let Some(host) = &self.host {
+            let Some(req_host) = req.host.as_deref() else {
+                return false;
+            };
+            if !host_without_port(req_host).eq_ignore_ascii_case(host) {
+                return false;
+            }
+        }
+        if let Some(methods) = &self.methods {
+            let Some(method) = req.method.as_deref() else {
+                return false;
+            };
+            if !methods.iter().any(|m| m == method) {
+                return false;
+            }
+        }
+        let path = req
+            .path
+            .as_deref()
+            .map(|p| p.split(['?', '#']).next().unwrap_or(""));
+        match (&self.path, path) {
+            (PathMatch::Any, _) => true,
+            // No original path known: only path-agnostic rules match, so a missing header can
+            // never select an anonymous rule.
+            (_, None) => false,
+            (PathMatch::Prefix(prefix), Some(path)) => {
+                prefix.is_empty()
+                    || path == prefix
+                    || path
+                        .strip_prefix(prefix.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            }
+            (PathMatch::Glob(glob), Some(path)) => glob_match(glob.as_bytes(), path.as_bytes()),
+        }
+    }
+}
+
+/// Whether `typ` is one of the accepted values (case-insensitive, `application/` optional as
+/// RFC 7515 §4.1.9 allows).
+fn typ_accepted(typ: Option<&str>, accepted: &[String]) -> bool {
+    let Some(typ) = typ else { return false };
+    let norm = |t: &str| {
+        let lower = t.to_ascii_lowercase();
+        lower
+            .strip_prefix("application/")
+            .map(str::to_owned)
+            .unwrap_or(lower)
+    };
+    let typ = norm(typ);
+    accepted.iter().any(|a| norm(a) == typ)
+}
+
+impl Decider {
+    /// A decider over these issuers, in config order.
+    pub fn new(config: Arc<Config>, issuers: Vec<TrustedIssuer>, clock: Arc<dyn Clock>) -> Self {
+        let owned_headers: Arc<[HeaderName]> = config
+            .claim_headers
+            .headers
+            .iter()
+            .map(|(_, name)| name.clone())
+            .collect();
+        Self {
+            limiter: Semaphore::new(config.limits.max_concurrent_checks),
+            config,
+            issuers,
+            clock,
+            owned_headers,
+        }
+    }
+
+    /// The configuration this decider runs on.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Every header authgate owns.
+    pub fn owned_headers(&self) -> &Arc<[HeaderName]> {
+        &self.owned_headers
+    }
+
+    /// Key health per issuer.
+    pub fn key_health(&self) -> Vec<(&str, KeyHealth)> {
+        self.issuers
+            .iter()
+            .map(|i| (i.config.issuer.as_str(), i.keys.health()))
+            .collect()
+    }
+
+    /// Decides one check: bounded by the concurrency limit (shed, not queued) and by the
+    /// per-check deadline while waiting for keys.
+    pub async fn decide(&self, req: &CheckRequest) -> Decision {
+        let started = Instant::now();
+        let frontend = req.frontend.as_str();
+        let decision = match self.limiter.try_acquire() {
+            Ok(_permit) => self.decide_within_limits(req, started).await,
+            Err(_) => {
+                metrics::counter!(telemetry::SHED, "frontend" => frontend).increment(1);
+                Decision::Deny(Deny::new(DenyReason::Overloaded))
+            }
+        };
+        let (result, reason) = match &decision {
+            Decision::Allow(a) if a.identity.is_none() => ("allow", "anonymous"),
+            Decision::Allow(_) => ("allow", "valid_token"),
+            Decision::Deny(d) => ("deny", d.reason.as_str()),
+        };
+        metrics::counter!(telemetry::DECISIONS, "frontend" => frontend, "result" => result, "reason" => reason)
+            .increment(1);
+        metrics::histogram!(telemetry::DECISION_DURATION, "frontend" => frontend)
+            .record(started.elapsed().as_secs_f64());
+        if let Decision::Deny(d) = &decision {
+            tracing::debug!(
+                frontend,
+                reason = d.reason.as_str(),
+                method = req.method.as_deref().unwrap_or("-"),
+                host = req.host.as_deref().unwrap_or("-"),
+                path = req.path.as_deref().map(|p| p.split('?').next().unwrap_or("")).unwrap_or("-"),
+                peer = ?req.peer,
+                "check denied"
+            );
+        }
+        decision
+    }
+
+    async fn decide_within_limits(&self, req: &CheckRequest, started: Instant) -> Decision {
+        let route_req = match self.config.routes.iter().find(|r| r.matches(req)) {
+            Some(route) => match &route.action {
+                RouteAction::Anonymous => {
+                    return Decision::Allow(Allow {
+                        headers: Vec::new(),
+                        owned_headers: Arc::clone(&self.owned_headers),
+                        identity: None,
+                        token_source: None,
+                    });
+                }
+                RouteAction::Deny => return Decision::Deny(Deny::new(DenyReason::RouteDenied)),
+                RouteAction::Require(r) => Some(r),
+            },
+            None => None,
+        };
+        match self.verify(req, route_req, started).await {
+            Ok(allow) => Decision::Allow(allow),
+            Err(deny) => Decision::Deny(deny),
+        }
+    }
+
+    async fn verify(
+        &self,
+        req: &CheckRequest,
+        route_req: Option<&Requirement>,
+        started: Instant,
+    ) -> Result<Allow, Deny> {
+        let deny = |r| Deny::new(r);
+        let cfg = &self.config;
+        let found = find_token(req, &cfg.token)
+            .map_err(deny)?
+            .ok_or_else(|| deny(DenyReason::MissingToken))?;
+        if found.token.len() > cfg.token.max_bytes {
+            return Err(deny(DenyReason::TokenTooLarge));
+        }
+        let jws = parse_compact(&found.token).map_err(|e| {
+            deny(match e {
+                FormatError::Alg => DenyReason::AlgorithmNotAllowed,
+                FormatError::Crit => DenyReason::UnsupportedCritical,
+                _ => DenyReason::MalformedToken,
+            })
+        })?;
+        let claims = &jws.claims;
+
+        // Cheap rejections first: issuer, algorithm, type, times, audience. No key is touched.
+        let iss = match claims.get("iss") {
+            Some(Value::String(s)) => s.as_str(),
+            Some(_) => return Err(deny(DenyReason::MalformedClaims)),
+            None => return Err(deny(DenyReason::UnknownIssuer)),
+        };
+        let issuer = self
+            .issuers
+            .iter()
+            .find(|i| i.config.issuer == iss)
+            .ok_or_else(|| deny(DenyReason::UnknownIssuer))?;
+        let requirements = [Some(&cfg.require), route_req];
+        for r in requirements.iter().flatten() {
+            if let Some(allowed) = &r.issuers
+                && !allowed.iter().any(|a| a == iss)
+            {
+                return Err(deny(DenyReason::IssuerNotAllowed));
+            }
+        }
+        if !issuer.config.algorithms.contains(&jws.header.alg) {
+            return Err(deny(DenyReason::AlgorithmNotAllowed));
+        }
+        if let Some(accepted) = &cfg.verify.required_typ
+            && !typ_accepted(jws.header.typ.as_deref(), accepted)
+        {
+            return Err(deny(DenyReason::WrongTokenType));
+        }
+        let expires_at = self.check_times(claims)?;
+        let audiences = route_req
+            .and_then(|r| r.audiences.as_ref())
+            .or(cfg.require.audiences.as_ref())
+            .unwrap_or(&issuer.config.audiences);
+        check_audience(claims, audiences, cfg.verify.audience_match)?;
+
+        // Keys, bounded by what is left of the deadline.
+        let remaining = cfg.limits.check_deadline.saturating_sub(started.elapsed());
+        let lookup = issuer
+            .keys
+            .lookup(jws.header.kid.as_deref(), jws.header.alg);
+        let keys = match tokio::time::timeout(remaining, lookup).await {
+            Err(_) => return Err(deny(DenyReason::DeadlineExceeded)),
+            Ok(KeyLookup::Found(keys)) => keys,
+            Ok(KeyLookup::UnknownKid) => return Err(deny(DenyReason::UnknownKey)),
+            Ok(KeyLookup::AmbiguousKid) => return Err(deny(DenyReason::AmbiguousKey)),
+            Ok(KeyLookup::AlgorithmMismatch) => {
+                return Err(deny(DenyReason::KeyAlgorithmMismatch));
+            }
+            Ok(KeyLookup::Unavailable) => return Err(deny(DenyReason::KeysUnavailable)),
+        };
+        if !keys.iter().any(|k| signature_valid(&jws, k)) {
+            return Err(deny(DenyReason::BadSignature));
+        }
+
+        // Authorization on a verified token.
+        let granted = granted_scopes(claims);
+        for r in requirements.iter().flatten() {
+            if r.scopes.iter().any(|s| !granted.contains(&s.as_str())) {
+                return Err(Deny {
+                    scope: Some(r.scopes.join(" ")),
+                    ..deny(DenyReason::InsufficientScope)
+                });
+            }
+            if !r.claims.iter().all(|c| c.satisfied_by(claims)) {
+                return Err(deny(DenyReason::ClaimMismatch));
+            }
+        }
+
+        let (headers, rejected) = claim_headers(claims, &cfg.claim_headers);
+        if rejected > 0 {
+            metrics::counter!(telemetry::CLAIM_HEADERS_REJECTED).increment(rejected as u64);
+        }
+        Ok(Allow {
+            headers,
+            owned_headers: Arc::clone(&self.owned_headers),
+            identity: Some(Identity {
+                subject: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
+                issuer: iss.to_owned(),
+                scopes: granted.iter().map(|s| (*s).to_owned()).collect(),
+                expires_at,
+                claims: claims.clone(),
+            }),
+            token_source: Some(found.source),
+        })
+    }
+
+    /// Checks `exp` (required), `nbf` and `iat` with the leeway; returns `exp`.
+    fn check_times(&self, claims: &Map<String, Value>) -> Result<i64, Deny> {
+        let now = self.clock.now_unix();
+        let leeway = i64::try_from(self.config.verify.leeway.as_secs()).unwrap_or(i64::MAX);
+        let date = |name: &str| -> Result<Option<i64>, Deny> {
+            claims
+                .get(name)
+                .map(|v| numeric_date(v).map_err(|_| Deny::new(DenyReason::MalformedClaims)))
+                .transpose()
+        };
+        let exp = date("exp")?.ok_or_else(|| Deny::new(DenyReason::MissingExpiry))?;
+        if now >= exp.saturating_add(leeway) {
+            return Err(Deny::new(DenyReason::Expired));
+        }
+        if let Some(nbf) = date("nbf")?
+            && now.saturating_add(leeway) < nbf
+        {
+            return Err(Deny::new(DenyReason::NotYetValid));
+        }
+        if let Some(iat) = date("iat")?
+            && iat > now.saturating_add(leeway)
+        {
+            return Err(Deny::new(DenyReason::IssuedInFuture));
+        }
+        Ok(exp)
+    }
+}
+
+/// Checks `aud` (string or array of strings) against the audiences.
+fn check_audience(
+    claims: &Map<String, Value>,
+    audiences: &[String],
+    mode: AudienceMatch,
+) -> Result<(), Deny> {
+    let token_auds: Vec<&str> = match claims.get("aud") {
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(items)) => {
+            let mut auds = Vec::with_capacity(items.len());
+            for item in items {
+                match item.as_str() {
+                    Some(s) => auds.push(s),
+                    None => return Err(Deny::new(DenyReason::MalformedClaims)),
+                }
+            }
+            auds
+        }
+        Some(_) => return Err(Deny::new(DenyReason::MalformedClaims)),
+        None => return Err(Deny::new(DenyReason::WrongAudience)),
+    };
+    let has = |a: &String| token_auds.contains(&a.as_str());
+    let ok = match mode {
+        AudienceMatch::Any => audiences.iter().any(has),
+        AudienceMatch::All => !audiences.is_empty() && audiences.iter().all(has),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Deny::new(DenyReason::WrongAudience))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,198 @@
+//! The HTTP mouth (axum): `/auth` for Traefik ForwardAuth and other forward-auth callers,
+//! `/auth/nginx` for nginx `auth_request`, and `/envoy/*` for Envoy's ext_authz HTTP mode. Each
+//! handler converts the proxy's request into a `CheckRequest` and the `Decision` into a response
+//! per the table in DESIGN.md; nothing here decides.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use http::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST, RETRY_AFTER, WWW_AUTHENTICATE,
+};
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+use crate::decision::{CheckRequest, Decider, Decision, Deny, DenyKind, Frontend};
+
+/// The peer address of a connection, inserted by the server loop.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// How a frontend presents denials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Profile {
+    /// Statuses as they are: 400, 401, 403, 503.
+    Plain,
+    /// nginx turns anything but 2xx/401/403 into a 500, and Envoy's HTTP mode treats a 5xx as
+    /// an error that `failure_mode_allow` would turn into an allow: 400 and 503 become 401.
+    FailClosed401,
+}
+
+/// The router of the forward-auth port.
+pub fn router(decider: Arc<Decider>) -> Router {
+    let prefix = decider.config().http.envoy_prefix.clone();
+    Router::new()
+        .route("/auth", any(forward_auth))
+        .route("/auth/nginx", any(nginx))
+        .route(&prefix, any(envoy))
+        .route(&format!("{prefix}/"), any(envoy))
+        .route(&format!("{prefix}/{{*rest}}"), any(envoy))
+        .with_state(decider)
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+}
+
+fn check_request(frontend: Frontend, req: &Request) -> CheckRequest {
+    CheckRequest {
+        frontend,
+        method: None,
+        host: None,
+        path: None,
+        authorization: req
+            .headers()
+            .get_all(AUTHORIZATION)
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect(),
+        peer: req.extensions().get::<PeerAddr>().map(|p| p.0.ip()),
+    }
+}
+
+async fn forward_auth(State(decider): State<Arc<Decider>>, req: Request) -> Response {
+    let h = req.headers();
+    let check = CheckRequest {
+        method: header_str(h, "x-forwarded-method").map(str::to_ascii_uppercase),
+        host: header_str(h, "x-forwarded-host").map(str::to_owned),
+        path: header_str(h, "x-forwarded-uri").map(str::to_owned),
+        ..check_request(Frontend::ForwardAuth, &req)
+    };
+    respond(&decider, &check, Profile::Plain).await
+}
+
+async fn nginx(State(decider): State<Arc<Decider>>, req: Request) -> Response {
+    let h = req.headers();
+    let check = CheckRequest {
+        method: header_str(h, "x-original-method").map(str::to_ascii_uppercase),
+        host: header_str(h, "x-original-host")
+            .or_else(|| header_str(h, "x-forwarded-host"))
+            .or_else(|| header_str(h, HOST.as_str()))
+            .map(str::to_owned),
+        path: header_str(h, "x-original-uri").map(str::to_owned),
+        ..check_request(Frontend::Nginx, &req)
+    };
+    respond(&decider, &check, Profile::FailClosed401).await
+}
+
+async fn envoy(State(decider): State<Arc<Decider>>, req: Request) -> Response {
+    let prefix = decider.config().http.envoy_prefix.as_str();
+    let uri = req.uri();
+    let path = uri.path().strip_prefix(prefix).unwrap_or("");
+    let path = if path.is_empty() { "/" } else { path };
+    let path = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let host = header_str(req.headers(), HOST.as_str())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .map(str::to_owned);
+    let check = CheckRequest {
+        method: Some(req.method().as_str().to_owned()),
+        host,
+        path: Some(path),
+        ..check_request(Frontend::EnvoyHttp, &req)
+    };
+    respond(&decider, &check, Profile::FailClosed401).await
+}
+
+async fn respond(decider: &Decider, check: &CheckRequest, profile: Profile) -> Response {
+    let realm = decider.config().http.realm.as_str();
+    match decider.decide(check).await {
+        Decision::Allow(allow) => {
+            let mut response = StatusCode::OK.into_response();
+            let headers = response.headers_mut();
+            for (name, value) in allow.headers {
+                headers.insert(name, value);
+            }
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Decision::Deny(deny) => deny_response(&deny, profile, realm),
+    }
+}
+
+/// The challenge for a denial (RFC 6750 §3), or `None` where no challenge applies.
+pub fn challenge(deny: &Deny, realm: &str) -> Option<String> {
+    let error = match deny.kind() {
+        DenyKind::Unauthenticated | DenyKind::Unavailable => {
+            return Some(format!("Bearer realm=\"{realm}\""));
+        }
+        DenyKind::Forbidden => return None,
+        DenyKind::InvalidToken => ("invalid_token", "the access token is invalid"),
+        DenyKind::InvalidRequest => ("invalid_request", "the request is malformed"),
+        DenyKind::InsufficientScope => (
+            "insufficient_scope",
+            "the access token does not grant access to this resource",
+        ),
+    };
+    let mut value = format!(
+        "Bearer realm=\"{realm}\", error=\"{}\", error_description=\"{}\"",
+        error.0, error.1
+    );
+    if let Some(scope) = &deny.scope {
+        value.push_str(&format!(", scope=\"{scope}\""));
+    }
+    Some(value)
+}
+
+/// The fixed message a client sees for a denial kind.
+pub fn message(kind: DenyKind) -> &'static str {
+    match kind {
+        DenyKind::Unauthenticated => "authentication required",
+        DenyKind::InvalidToken => "invalid token",
+        DenyKind::InvalidRequest => "malformed request",
+        DenyKind::InsufficientScope => "insufficient scope",
+        DenyKind::Forbidden => "forbidden",
+        DenyKind::Unavailable => "authentication temporarily unavailable",
+    }
+}
+
+fn deny_response(deny: &Deny, profile: Profile, realm: &str) -> Response {
+    let kind = deny.kind();
+    let status = match (kind, profile) {
+        (DenyKind::Unauthenticated | DenyKind::InvalidToken, _) => StatusCode::UNAUTHORIZED,
+        (DenyKind::InsufficientScope | DenyKind::Forbidden, _) => StatusCode::FORBIDDEN,
+        (DenyKind::InvalidRequest, Profile::Plain) => StatusCode::BAD_REQUEST,
+        (DenyKind::Unavailable, Profile::Plain) => StatusCode::SERVICE_UNAVAILABLE,
+        (DenyKind::InvalidRequest | DenyKind::Unavailable, Profile::FailClosed401) => {
+            StatusCode::UNAUTHORIZED
+        }
+    };
+    let mut response = Response::new(Body::from(message(kind)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // A 401 must carry a challenge (RFC 9110 §15.5.2), whatever the kind that led to it.
+    let challenge = challenge(deny, realm).or_else(|| {
+        (status == StatusCode::UNAUTHORIZED).then(|| format!("Bearer realm=\"{realm}\""))
+    });
+    if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        headers.insert(WWW_AUTHENTICATE, value);
+    }
+    if let Some(secs) = deny.retry_after {
+        headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}

@@ -1,0 +1,475 @@
+//! Remote keys of one issuer: OIDC discovery (or a configured JWKS URL), fetched with bounded
+//! reqwest calls, cached with a TTL from `Cache-Control`, refreshed in the background, refetched
+//! once (single flight) for an unknown kid and then held in a cooldown, and kept up to
+//! `max_stale` while the IdP fails. Fetches run in their own task so that a check that gives up
+//! at its deadline never cancels them.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, CACHE_CONTROL, HeaderMap};
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::jwk::{JwksError, parse_jwks};
+use super::{BoxFuture, KeyHealth, KeyLookup, KeySet, KeySource};
+use crate::config::{IssuerConfig, KeyCacheConfig, KeySourceConfig, http_allowed};
+use crate::shutdown::until_true;
+use crate::telemetry;
+use crate::verify::Alg;
+
+/// Why a key fetch failed. The last good set is kept whatever the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// Connect, TLS, timeout or protocol failure.
+    #[error("request to {url} failed: {source}")]
+    Transport {
+        /// The URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// A status other than 2xx (redirects are not followed).
+    #[error("{url} answered {status}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// The status.
+        status: u16,
+    },
+    /// The body exceeded the cap.
+    #[error("{url}: body over {cap} bytes")]
+    TooLarge {
+        /// The URL.
+        url: String,
+        /// The cap.
+        cap: usize,
+    },
+    /// The discovery document is unusable.
+    #[error("discovery at {url}: {problem}")]
+    Discovery {
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The JWKS is unusable.
+    #[error("JWKS at {url}: {source}")]
+    Jwks {
+        /// The URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: JwksError,
+    },
+    /// The JWKS parsed but holds no usable key.
+    #[error("JWKS at {url} has no usable signing key")]
+    NoUsableKeys {
+        /// The URL.
+        url: String,
+    },
+}
+
+impl KeyError {
+    /// A closed label for the fetch metric.
+    fn label(&self) -> &'static str {
+        match self {
+            KeyError::Transport { source, .. } if source.is_timeout() => "timeout",
+            KeyError::Transport { .. } => "transport_error",
+            KeyError::Status { .. } => "http_error",
+            KeyError::TooLarge { .. } => "too_large",
+            KeyError::Discovery { .. } => "bad_discovery",
+            KeyError::Jwks { .. } | KeyError::NoUsableKeys { .. } => "bad_jwks",
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Endpoint {
+    Discovery,
+    Jwks(String),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    set: Option<Arc<KeySet>>,
+    fetched_at: Option<Instant>,
+    ttl: Duration,
+    jwks_uri: Option<String>,
+    in_flight: Option<watch::Receiver<bool>>,
+    last_unknown_kid_fetch: Option<Instant>,
+    failures: u32,
+}
+
+#[derive(Debug)]
+struct Inner {
+    issuer: IssuerConfig,
+    endpoint: Endpoint,
+    config: KeyCacheConfig,
+    client: reqwest::Client,
+    state: Mutex<State>,
+}
+
+/// The key source of one issuer whose keys are fetched over HTTP.
+#[derive(Debug, Clone)]
+pub struct RemoteKeys {
+    inner: Arc<Inner>,
+}
+
+/// Builds the HTTP client used for discovery and JWKS: no redirects, no proxies, bounded times.
+pub fn http_client(config: &KeyCacheConfig) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(config.connect_timeout)
+        .timeout(config.fetch_timeout)
+        .no_proxy()
+        .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+impl RemoteKeys {
+    /// Creates the source and starts its background refresher, which stops when `shutdown`
+    /// turns true. The first fetch starts at once.
+    pub fn start(
+        issuer: IssuerConfig,
+        config: KeyCacheConfig,
+        client: reqwest::Client,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        let endpoint = match &issuer.source {
+            KeySourceConfig::JwksUri(uri) => Endpoint::Jwks(uri.clone()),
+            _ => Endpoint::Discovery,
+        };
+        let inner = Arc::new(Inner {
+            issuer,
+            endpoint,
+            config,
+            client,
+            state: Mutex::new(State::default()),
+        });
+        // The first fetch is registered before any check can look, so that checks arriving at a
+        // cold start wait for it instead of answering "unavailable" at once.
+        let mut done = inner.begin_fetch();
+        let refresher = Arc::clone(&inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = until_true(&mut done) => {}
+                    () = until_true(&mut shutdown) => return,
+                }
+                let delay = refresher.next_refresh_delay();
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = until_true(&mut shutdown) => return,
+                }
+                done = refresher.begin_fetch();
+            }
+        });
+        Self { inner }
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // The state stays consistent across a panic elsewhere: every write is a single assignment.
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Inner {
+    fn usable_set(&self, st: &State, now: Instant) -> Option<Arc<KeySet>> {
+        let fetched_at = st.fetched_at?;
+        if now.duration_since(fetched_at) > self.config.max_stale {
+            return None;
+        }
+        st.set.clone()
+    }
+
+    /// Starts a fetch unless one is running; either way returns a receiver that turns true
+    /// when that fetch has finished.
+    fn begin_fetch(self: &Arc<Self>) -> watch::Receiver<bool> {
+        let mut st = lock(&self.state);
+        if let Some(rx) = &st.in_flight {
+            return rx.clone();
+        }
+        let (tx, rx) = watch::channel(false);
+        st.in_flight = Some(rx.clone());
+        drop(st);
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let result = this.fetch().await;
+            this.apply(result);
+            let _ = tx.send(true);
+        });
+        rx
+    }
+
+    fn apply(&self, result: Result<(KeySet, Duration), KeyError>) {
+        let issuer = self.issuer.issuer.as_str();
+        let mut st = lock(&self.state);
+        st.in_flight = None;
+        match result {
+            Ok((set, ttl)) => {
+                metrics::counter!(telemetry::JWKS_FETCHES, "issuer" => issuer.to_owned(), "result" => "ok")
+                    .increment(1);
+                metrics::gauge!(telemetry::KEYS_LOADED, "issuer" => issuer.to_owned())
+                    .set(set.len() as f64);
+                tracing::debug!(
+                    issuer,
+                    keys = set.len(),
+                    ttl_secs = ttl.as_secs(),
+                    "key set refreshed"
+                );
+                st.set = Some(Arc::new(set));
+                st.fetched_at = Some(Instant::now());
+                st.ttl = ttl;
+                st.failures = 0;
+            }
+            Err(error) => {
+                metrics::counter!(telemetry::JWKS_FETCHES, "issuer" => issuer.to_owned(), "result" => error.label())
+                    .increment(1);
+                st.failures = st.failures.saturating_add(1);
+                if matches!(error, KeyError::Status { status: 404, .. }) {
+                    // The IdP may have moved its JWKS: ask discovery again next time.
+                    st.jwks_uri = None;
+                }
+                let error = &error as &dyn std::error::Error;
+                tracing::warn!(
+                    issuer,
+                    error,
+                    failures = st.failures,
+                    has_keys = st.set.is_some(),
+                    "key fetch failed; keeping the last good key set"
+                );
+            }
+        }
+    }
+
+    fn next_refresh_delay(&self) -> Duration {
+        let st = lock(&self.state);
+        if st.failures > 0 {
+            let exp = st.failures.saturating_sub(1).min(16);
+            let base = self
+                .config
+                .retry_initial
+                .saturating_mul(1u32 << exp)
+                .min(self.config.retry_max);
+            // Full jitter over the upper half keeps replicas from fetching in step.
+            return base.mul_f64(0.5 + fastrand::f64() * 0.5);
+        }
+        let elapsed = st.fetched_at.map_or(Duration::ZERO, |t| t.elapsed());
+        // Refresh at 70-80 % of the TTL, before it expires.
+        let at = st.ttl.mul_f64(0.7 + fastrand::f64() * 0.1);
+        at.saturating_sub(elapsed).max(Duration::from_millis(100))
+    }
+
+    async fn fetch(&self) -> Result<(KeySet, Duration), KeyError> {
+        let jwks_uri = match &self.endpoint {
+            Endpoint::Jwks(uri) => uri.clone(),
+            Endpoint::Discovery => {
+                let known = lock(&self.state).jwks_uri.clone();
+                match known {
+                    Some(uri) => uri,
+                    None => {
+                        let uri = self.discover().await?;
+                        lock(&self.state).jwks_uri = Some(uri.clone());
+                        uri
+                    }
+                }
+            }
+        };
+        let (body, headers) = self.get(&jwks_uri).await?;
+        let parsed = parse_jwks(&body, self.config.max_keys).map_err(|source| KeyError::Jwks {
+            url: jwks_uri.clone(),
+            source,
+        })?;
+        for (kid, reason) in &parsed.skipped {
+            tracing::info!(issuer = %self.issuer.issuer, kid = kid.as_deref().unwrap_or("-"), reason, "JWK skipped");
+        }
+        if parsed.set.is_empty() {
+            return Err(KeyError::NoUsableKeys { url: jwks_uri });
+        }
+        Ok((parsed.set, self.ttl_from(&headers)))
+    }
+
+    fn ttl_from(&self, headers: &HeaderMap) -> Duration {
+        let mut max_age = None;
+        let mut no_cache = false;
+        for value in headers.get_all(CACHE_CONTROL) {
+            let Ok(text) = value.to_str() else { continue };
+            for directive in text.split(',').map(str::trim) {
+                let lower = directive.to_ascii_lowercase();
+                if let Some(secs) = lower.strip_prefix("max-age=") {
+                    max_age = secs
+                        .trim_matches('"')
+                        .parse::<u64>()
+                        .ok()
+                        .map(Duration::from_secs);
+                } else if lower == "no-cache" || lower == "no-store" {
+                    no_cache = true;
+                }
+            }
+        }
+        let ttl = if no_cache {
+            Duration::ZERO
+        } else {
+            max_age.unwrap_or(self.config.default_ttl)
+        };
+        ttl.clamp(self.config.min_ttl, self.config.max_ttl)
+    }
+
+    async fn discover(&self) -> Result<String, KeyError> {
+        let base = self.issuer.issuer.trim_end_matches('/');
+        let url = format!("{base}/.well-known/openid-configuration");
+        let (body, _) = self.get(&url).await?;
+        let problem = |problem: &str| KeyError::Discovery {
+            url: url.clone(),
+            problem: problem.to_owned(),
+        };
+        let doc: Value = serde_json::from_slice(&body).map_err(|_| problem("not JSON"))?;
+        let doc = doc
+            .as_object()
+            .ok_or_else(|| problem("not a JSON object"))?;
+        if doc.get("issuer").and_then(Value::as_str) != Some(self.issuer.issuer.as_str()) {
+            return Err(problem(
+                "its issuer does not equal the configured issuer exactly",
+            ));
+        }
+        let jwks_uri = doc
+            .get("jwks_uri")
+            .and_then(Value::as_str)
+            .ok_or_else(|| problem("no jwks_uri"))?;
+        let scheme_ok = jwks_uri.starts_with("https://")
+            || (jwks_uri.starts_with("http://") && http_allowed(&self.issuer, jwks_uri));
+        if !scheme_ok || reqwest::Url::parse(jwks_uri).is_err() {
+            return Err(problem(
+                "jwks_uri is not an https URL (http only on loopback or with allow_http)",
+            ));
+        }
+        Ok(jwks_uri.to_owned())
+    }
+
+    async fn get(&self, url: &str) -> Result<(Vec<u8>, HeaderMap), KeyError> {
+        let transport = |source| KeyError::Transport {
+            url: url.to_owned(),
+            source,
+        };
+        let cap = self.config.max_body_bytes;
+        let too_large = || KeyError::TooLarge {
+            url: url.to_owned(),
+            cap,
+        };
+        let mut response = self
+            .client
+            .get(url)
+            .header(ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(transport)?;
+        if !response.status().is_success() {
+            return Err(KeyError::Status {
+                url: url.to_owned(),
+                status: response.status().as_u16(),
+            });
+        }
+        if response
+            .content_length()
+            .is_some_and(|len| len > cap as u64)
+        {
+            return Err(too_large());
+        }
+        let headers = response.headers().clone();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > cap {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((body, headers))
+    }
+
+    async fn lookup(self: &Arc<Self>, kid: Option<&str>, alg: Alg) -> KeyLookup {
+        enum Next {
+            Done(KeyLookup),
+            Refetch,
+            Wait(Option<watch::Receiver<bool>>),
+        }
+        let next = {
+            let st = lock(&self.state);
+            match self.usable_set(&st, Instant::now()) {
+                Some(set) => match set.find(kid, alg) {
+                    KeyLookup::UnknownKid if kid.is_some() => Next::Refetch,
+                    found => Next::Done(found),
+                },
+                // Cold, or past max_stale: only wait for a fetch that is already running. The
+                // refresher retries with backoff; checks never add fetches of their own here.
+                None => Next::Wait(st.in_flight.clone()),
+            }
+        };
+        match next {
+            Next::Done(found) => {
+                metrics::counter!(telemetry::KEY_CACHE, "result" => "hit").increment(1);
+                found
+            }
+            Next::Refetch => self.refetch_for_unknown_kid(kid, alg).await,
+            Next::Wait(None) => KeyLookup::Unavailable,
+            Next::Wait(Some(mut rx)) => {
+                until_true(&mut rx).await;
+                self.find_now(kid, alg)
+            }
+        }
+    }
+
+    fn find_now(&self, kid: Option<&str>, alg: Alg) -> KeyLookup {
+        let st = lock(&self.state);
+        match self.usable_set(&st, Instant::now()) {
+            Some(set) => set.find(kid, alg),
+            None => KeyLookup::Unavailable,
+        }
+    }
+
+    async fn refetch_for_unknown_kid(self: &Arc<Self>, kid: Option<&str>, alg: Alg) -> KeyLookup {
+        let mut rx = {
+            let mut st = lock(&self.state);
+            let now = Instant::now();
+            let cooling = st
+                .last_unknown_kid_fetch
+                .is_some_and(|t| now.duration_since(t) < self.config.unknown_kid_cooldown);
+            if cooling {
+                match st.in_flight.clone() {
+                    Some(rx) => rx,
+                    None => {
+                        metrics::counter!(telemetry::KEY_CACHE, "result" => "miss_cooldown")
+                            .increment(1);
+                        return KeyLookup::UnknownKid;
+                    }
+                }
+            } else {
+                st.last_unknown_kid_fetch = Some(now);
+                drop(st);
+                metrics::counter!(telemetry::KEY_CACHE, "result" => "miss_refetch").increment(1);
+                self.begin_fetch()
+            }
+        };
+        until_true(&mut rx).await;
+        self.find_now(kid, alg)
+    }
+}
+
+impl KeySource for RemoteKeys {
+    fn lookup<'a>(&'a self, kid: Option<&'a str>, alg: Alg) -> BoxFuture<'a, KeyLookup> {
+        Box::pin(self.inner.lookup(kid, alg))
+    }
+
+    fn health(&self) -> KeyHealth {
+        let st = lock(&self.inner.state);
+        let now = Instant::now();
+        let set = self.inner.usable_set(&st, now);
+        KeyHealth {
+            usable: set.is_some(),
+            keys: st.set.as_ref().map_or(0, |s| s.len()),
+            age: st.fetched_at.map(|t| now.duration_since(t)),
+        }
+    }
+}

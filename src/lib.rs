@@ -1,0 +1,186 @@
+//! authgate: authentication decisions for reverse proxies.
+//!
+//! A proxy asks whether a request may pass; authgate finds the bearer token, verifies the JWT
+//! against the issuer's published keys, checks its claims, and answers allow (with claim headers
+//! for the upstream) or deny (with an RFC 6750 challenge).
+//!
+//! - [`config`]: YAML + env + flags -> validated [`config::Config`].
+//! - [`decision`]: the one brain, `CheckRequest -> Decision`.
+//! - [`token`], [`verify`], [`claims`]: finding, parsing and checking tokens.
+//! - [`keys`]: the `KeySource` trait, the JWKS/discovery cache and static keys.
+//! - [`http`], [`admin`]: the HTTP mouths and the admin port.
+//! - [`demo`]: the embedded OIDC issuer behind `authgate demo`.
+
+pub mod admin;
+pub mod claims;
+pub mod config;
+pub mod decision;
+pub mod demo;
+pub mod http;
+pub mod keys;
+pub mod shutdown;
+pub mod telemetry;
+pub mod token;
+pub mod verify;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::Health;
+use crate::config::{Config, KeySourceConfig};
+use crate::decision::{Decider, SystemClock, TrustedIssuer};
+use crate::keys::file::{KeyFileError, load_jwks_file, load_pem_file};
+use crate::keys::remote::{RemoteKeys, http_client};
+use crate::keys::{KeySource, StaticKeys};
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which port.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A static key file is unusable.
+    #[error(transparent)]
+    KeyFile(#[from] KeyFileError),
+    /// The HTTP client for key fetches could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+/// The bound listeners of one authgate process.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Forward-auth HTTP port.
+    pub http: TcpListener,
+    /// Admin port.
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the configured addresses.
+    pub async fn bind(config: &Config) -> Result<Self, RunError> {
+        let bind = |what: &'static str, addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::Bind { what, addr, source })
+        };
+        Ok(Self {
+            http: bind("http", config.listen.http).await?,
+            admin: bind("admin", config.listen.admin).await?,
+        })
+    }
+}
+
+/// Builds the key source of every issuer. Remote sources start fetching at once and stop when
+/// `stop` turns true.
+pub fn key_sources(
+    config: &Config,
+    stop: &watch::Receiver<bool>,
+) -> Result<Vec<TrustedIssuer>, RunError> {
+    let client = http_client(&config.keys).map_err(RunError::Client)?;
+    let mut issuers = Vec::with_capacity(config.issuers.len());
+    for issuer in &config.issuers {
+        let keys: Arc<dyn KeySource> = match &issuer.source {
+            KeySourceConfig::Discovery | KeySourceConfig::JwksUri(_) => {
+                Arc::new(RemoteKeys::start(
+                    issuer.clone(),
+                    config.keys.clone(),
+                    client.clone(),
+                    stop.clone(),
+                ))
+            }
+            KeySourceConfig::JwksFile(path) => {
+                Arc::new(StaticKeys::new(load_jwks_file(path, config.keys.max_keys)?))
+            }
+            KeySourceConfig::PemFile { path, alg, kid } => {
+                Arc::new(StaticKeys::new(load_pem_file(path, *alg, kid.clone())?))
+            }
+        };
+        issuers.push(TrustedIssuer {
+            config: issuer.clone(),
+            keys,
+        });
+    }
+    Ok(issuers)
+}
+
+/// Runs authgate on bound listeners until `shutdown` completes, then: readiness false at once,
+/// keep serving for the grace period, close the listeners, drain within the bound.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let handle = telemetry::metrics_handle();
+    let config = Arc::new(config);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let issuers = key_sources(&config, &stop_rx)?;
+    let decider = Arc::new(Decider::new(
+        Arc::clone(&config),
+        issuers,
+        Arc::new(SystemClock),
+    ));
+    let health = Arc::new(Health::default());
+
+    let upkeep = {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => handle.run_upkeep(),
+                    () = shutdown::until_true(&mut stop) => return,
+                }
+            }
+        })
+    };
+
+    let (close_tx, close_rx) = watch::channel(false);
+    let drain = config.shutdown.drain_timeout;
+    tracing::info!(
+        http = ?listeners.http.local_addr().ok(),
+        admin = ?listeners.admin.local_addr().ok(),
+        issuers = config.issuers.len(),
+        "authgate serving"
+    );
+    let http_server = tokio::spawn(shutdown::serve(
+        "http",
+        listeners.http,
+        http::router(Arc::clone(&decider)),
+        config.limits.clone(),
+        close_rx.clone(),
+        drain,
+    ));
+    let admin_server = tokio::spawn(shutdown::serve(
+        "admin",
+        listeners.admin,
+        admin::router(Arc::clone(&decider), Arc::clone(&health)),
+        config.limits.clone(),
+        close_rx,
+        drain,
+    ));
+
+    shutdown.await;
+    health.start_draining();
+    tracing::info!(grace = ?config.shutdown.grace, "shutting down: not ready, still serving");
+    tokio::time::sleep(config.shutdown.grace).await;
+    let _ = close_tx.send(true);
+    let _ = http_server.await;
+    let _ = admin_server.await;
+    let _ = stop_tx.send(true);
+    let _ = upkeep.await;
+    tracing::info!("authgate stopped");
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! Telemetry: metric names (named once here, described at start-up), the Prometheus recorder,
+//! and tracing initialisation (text or JSON). No metric label ever comes from token content.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::config::LogFormat;
+
+/// Decisions by `frontend`, `result` (allow/deny) and `reason`.
+pub const DECISIONS: &str = "authgate_decisions_total";
+/// Time to decide, by `frontend`.
+pub const DECISION_DURATION: &str = "authgate_decision_duration_seconds";
+/// Discovery/JWKS fetches by `issuer` and `result`.
+pub const JWKS_FETCHES: &str = "authgate_jwks_fetches_total";
+/// Keys in the current set, by `issuer`.
+pub const KEYS_LOADED: &str = "authgate_keys_loaded";
+/// Age of the current key set, by `issuer`.
+pub const KEY_SET_AGE: &str = "authgate_key_set_age_seconds";
+/// Key lookups by `result` (hit, miss_refetch, miss_cooldown).
+pub const KEY_CACHE: &str = "authgate_key_cache_lookups_total";
+/// Checks shed by the concurrency limit, by `frontend`.
+pub const SHED: &str = "authgate_checks_shed_total";
+/// Claim header values left out for size or encoding.
+pub const CLAIM_HEADERS_REJECTED: &str = "authgate_claim_headers_rejected_total";
+/// 1 while the service reports ready.
+pub const READY: &str = "authgate_ready";
+/// Constant 1 with `version` and `commit` labels.
+pub const BUILD_INFO: &str = "authgate_build_info";
+
+/// The git commit this binary was built from.
+pub const GIT_COMMIT: &str = env!("AUTHGATE_GIT_COMMIT");
+/// The crate version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Latency buckets in seconds: from tens of microseconds to Envoy's 200 ms timeout and beyond.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2,
+    0.5, 1.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder once and returns its handle. Later calls (tests
+/// running several servers in one process) share the same recorder.
+pub fn metrics_handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS);
+        let recorder = match builder {
+            Ok(b) => b.build_recorder(),
+            // Only fails for an empty bucket list, which LATENCY_BUCKETS is not.
+            Err(_) => PrometheusBuilder::new().build_recorder(),
+        };
+        let handle = recorder.handle();
+        // Another recorder may already be installed (an embedding application): then ours
+        // renders only what is recorded through it, which is still correct for /metrics.
+        let _ = metrics::set_global_recorder(recorder);
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        DECISIONS,
+        "Authentication decisions by frontend, result and reason"
+    );
+    describe_histogram!(DECISION_DURATION, Unit::Seconds, "Time to decide one check");
+    describe_counter!(
+        JWKS_FETCHES,
+        "Discovery and JWKS fetches by issuer and result"
+    );
+    describe_gauge!(KEYS_LOADED, "Usable keys in the current key set by issuer");
+    describe_gauge!(
+        KEY_SET_AGE,
+        Unit::Seconds,
+        "Age of the current key set by issuer"
+    );
+    describe_counter!(
+        KEY_CACHE,
+        "Key lookups by result (hit, miss_refetch, miss_cooldown)"
+    );
+    describe_counter!(SHED, "Checks shed by the concurrency limit");
+    describe_counter!(
+        CLAIM_HEADERS_REJECTED,
+        "Claim header values left out (too long or unencodable)"
+    );
+    describe_gauge!(READY, "1 while the service is ready");
+    describe_gauge!(BUILD_INFO, "Build information");
+    metrics::gauge!(BUILD_INFO, "version" => VERSION, "commit" => GIT_COMMIT).set(1.0);
+}
+
+/// Initialises tracing on stderr. `level` is a filter directive; `RUST_LOG` overrides it.
+pub fn init_tracing(format: LogFormat, level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}

@@ -1,0 +1,202 @@
+//! Finding the token (RFC 6750): the `Authorization: Bearer` header and, when enabled, a query
+//! parameter of the original URI. Disabled sources are not read at all; two tokens in one
+//! request, an empty `Bearer`, or control bytes in the header are a malformed request.
+
+use std::borrow::Cow;
+
+use crate::config::TokenConfig;
+use crate::decision::{CheckRequest, DenyReason};
+
+/// Where a token was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `Authorization: Bearer`.
+    Header,
+    /// The configured query parameter.
+    Query,
+}
+
+/// A token and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundToken<'a> {
+    /// The token text (not yet checked for format).
+    pub token: Cow<'a, str>,
+    /// Its source.
+    pub source: TokenSource,
+}
+
+/// The bearer token in an `Authorization` value: `Ok(None)` for another scheme.
+fn bearer(value: &[u8]) -> Result<Option<&str>, DenyReason> {
+    // Header values may legally hold HTAB and obs-text; a credential never does.
+    if value.iter().any(|&b| !(0x20..0x7f).contains(&b)) {
+        return Err(DenyReason::MalformedAuthorization);
+    }
+    // Safe: printable ASCII only, checked above.
+    let text = std::str::from_utf8(value).map_err(|_| DenyReason::MalformedAuthorization)?;
+    let text = text.trim_matches(' ');
+    let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(None);
+    }
+    let token = rest.trim_start_matches(' ');
+    if token.is_empty() {
+        return Err(DenyReason::EmptyToken);
+    }
+    Ok(Some(token))
+}
+
+/// The token in this request, `Ok(None)` when there is none.
+pub fn find_token<'a>(
+    request: &'a CheckRequest,
+    config: &TokenConfig,
+) -> Result<Option<FoundToken<'a>>, DenyReason> {
+    let mut found: Option<FoundToken<'a>> = None;
+    if config.header {
+        if request.authorization.len() > 1 {
+            return Err(DenyReason::MultipleTokens);
+        }
+        if let Some(value) = request.authorization.first()
+            && let Some(token) = bearer(value)?
+        {
+            found = Some(FoundToken {
+                token: Cow::Borrowed(token),
+                source: TokenSource::Header,
+            });
+        }
+    }
+    if let Some(name) = &config.query {
+        let query = request
+            .path
+            .as_deref()
+            .and_then(|p| p.split_once('?'))
+            .map(|(_, q)| q.split_once('#').map_or(q, |(q, _)| q))
+            .unwrap_or("");
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            if key != name.as_str() {
+                continue;
+            }
+            if found.is_some() {
+                return Err(DenyReason::MultipleTokens);
+            }
+            if value.is_empty() {
+                return Err(DenyReason::EmptyToken);
+            }
+            found = Some(FoundToken {
+                token: value,
+                source: TokenSource::Query,
+            });
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(query: bool) -> TokenConfig {
+        TokenConfig {
+            max_bytes: 8192,
+            header: true,
+            query: query.then(|| "access_token".to_owned()),
+        }
+    }
+
+    fn request(auth: &[&[u8]], path: &str) -> CheckRequest {
+        CheckRequest {
+            authorization: auth.iter().map(|v| v.to_vec()).collect(),
+            path: Some(path.to_owned()),
+            ..CheckRequest::for_test()
+        }
+    }
+
+    fn find(
+        auth: &[&[u8]],
+        path: &str,
+        query: bool,
+    ) -> Result<Option<(String, TokenSource)>, DenyReason> {
+        let req = request(auth, path);
+        find_token(&req, &config(query)).map(|f| f.map(|f| (f.token.into_owned(), f.source)))
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_allows_several_spaces() {
+        for v in [
+            &b"Bearer abc"[..],
+            b"bearer abc",
+            b"BEARER   abc",
+            b"Bearer abc  ",
+        ] {
+            assert_eq!(
+                find(&[v], "/", false),
+                Ok(Some(("abc".into(), TokenSource::Header)))
+            );
+        }
+    }
+
+    #[test]
+    fn other_schemes_are_no_token() {
+        assert_eq!(find(&[b"Basic dXNlcjpwYXNz"], "/", false), Ok(None));
+        assert_eq!(find(&[b"Bearerabc"], "/", false), Ok(None));
+        assert_eq!(find(&[], "/", false), Ok(None));
+    }
+
+    #[test]
+    fn empty_bearer_and_control_bytes_are_malformed_requests() {
+        assert_eq!(find(&[b"Bearer"], "/", false), Err(DenyReason::EmptyToken));
+        assert_eq!(
+            find(&[b"Bearer    "], "/", false),
+            Err(DenyReason::EmptyToken)
+        );
+        assert_eq!(
+            find(&[b"Bearer\tabc"], "/", false),
+            Err(DenyReason::MalformedAuthorization)
+        );
+        assert_eq!(
+            find(&[b"Bearer a\x00b"], "/", false),
+            Err(DenyReason::MalformedAuthorization)
+        );
+        assert_eq!(
+            find(&[b"Bearer \xff\xfe"], "/", false),
+            Err(DenyReason::MalformedAuthorization)
+        );
+    }
+
+    #[test]
+    fn two_authorization_headers_are_a_malformed_request() {
+        assert_eq!(
+            find(&[b"Bearer a", b"Bearer b"], "/", false),
+            Err(DenyReason::MultipleTokens)
+        );
+    }
+
+    #[test]
+    fn the_query_source_is_ignored_unless_enabled() {
+        assert_eq!(
+            find(&[b"Bearer a"], "/x?access_token=b", false),
+            Ok(Some(("a".into(), TokenSource::Header)))
+        );
+        assert_eq!(find(&[], "/x?access_token=b", false), Ok(None));
+    }
+
+    #[test]
+    fn an_enabled_query_source_finds_one_token_and_refuses_two() {
+        assert_eq!(
+            find(&[], "/x?a=1&access_token=b%2Ec", true),
+            Ok(Some(("b.c".into(), TokenSource::Query)))
+        );
+        assert_eq!(
+            find(&[b"Bearer a"], "/x?access_token=b", true),
+            Err(DenyReason::MultipleTokens)
+        );
+        assert_eq!(
+            find(&[], "/x?access_token=a&access_token=b", true),
+            Err(DenyReason::MultipleTokens)
+        );
+        assert_eq!(
+            find(&[], "/x?access_token=", true),
+            Err(DenyReason::EmptyToken)
+        );
+        assert_eq!(find(&[], "/x#access_token=a", true), Ok(None));
+    }
+}

@@ -1,0 +1,128 @@
+//! The authgate app on bound `127.0.0.1:0` listeners, driven through `authgate::run` exactly as
+//! the binary drives it, with a handle to stop it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use authgate::Listeners;
+use authgate::config::{RawConfig, parse_yaml};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running authgate.
+pub(crate) struct App {
+    pub(crate) http: SocketAddr,
+    pub(crate) admin: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), authgate::RunError>>>,
+    pub(crate) client: reqwest::Client,
+}
+
+impl App {
+    /// Starts authgate with this YAML config (listen addresses are replaced by loopback ports;
+    /// the shutdown grace defaults to zero so tests stop at once).
+    pub(crate) async fn start(yaml: &str) -> App {
+        let mut raw = parse_yaml(yaml).unwrap_or_else(|e| panic!("test config: {e}"));
+        if raw.shutdown.grace.is_none() {
+            raw.shutdown.grace = Some("0s".to_owned());
+        }
+        Self::start_raw(raw).await
+    }
+
+    pub(crate) async fn start_raw(raw: RawConfig) -> App {
+        let config = raw
+            .validate()
+            .unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+        let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+        let (http_addr, admin_addr) = (http.local_addr().unwrap(), admin.local_addr().unwrap());
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(authgate::run(
+            config,
+            Listeners { http, admin },
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        App {
+            http: http_addr,
+            admin: admin_addr,
+            stop: Some(stop_tx),
+            task: Some(task),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    /// A URL on the forward-auth port.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    /// A URL on the admin port.
+    pub(crate) fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    /// Polls `/readyz` until it answers 200, for at most `limit`. Waits for the key fetch, not
+    /// for the server: the listeners are bound before `run` starts.
+    pub(crate) async fn wait_ready(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(r) = self.client.get(self.admin_url("/readyz")).send().await
+                && r.status() == 200
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    /// `GET /auth` with this bearer token (or none).
+    pub(crate) async fn check(&self, token: Option<&str>) -> reqwest::Response {
+        let mut req = self
+            .client
+            .get(self.url("/auth"))
+            .header("X-Forwarded-Method", "GET")
+            .header("X-Forwarded-Host", "api.example.com")
+            .header("X-Forwarded-Uri", "/items");
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        req.send().await.expect("check request")
+    }
+
+    /// The `/metrics` text.
+    pub(crate) async fn metrics(&self) -> String {
+        self.client
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    /// Triggers shutdown and waits for `run` to return.
+    pub(crate) async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("run task").expect("run result");
+        }
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}

@@ -1,0 +1,499 @@
+//! A controllable OIDC discovery + JWKS server for integration tests: it rotates keys, injects
+//! faults, answers slowly or not at all, and counts the fetches it receives.
+
+// Clippy only treats `#[test]` fns and `#[cfg(test)]` items as tests; this whole file is test
+// harness, where a broken precondition should fail the test loudly.
+#![allow(
+    clippy::expect_used,
+    reason = "test harness: failing loudly is the point"
+)]
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use authgate::demo::signing::{SigningAlg, SigningKey};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::serve::ListenerExt as _;
+use http::{HeaderValue, StatusCode, header};
+use hyper::body::Frame;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The `aud` that [`TestIdp::valid_claims`] puts in tokens.
+pub(crate) const TEST_AUDIENCE: &str = "authgate-test";
+
+/// How many bytes [`Fault::EndlessBody`] sends at most, so a client that never gives up still ends.
+pub(crate) const ENDLESS_BODY_LIMIT: usize = 200 * 1024 * 1024;
+
+/// How long [`TestIdp::close`] waits for in-flight requests before cutting them off.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// The modulus of a 1024-bit RSA public key (unpadded base64url), made once with
+/// `openssl genrsa 1024`: aws-lc neither generates nor signs with RSA keys under 2048 bits, so
+/// "a small RSA key is rejected" tests can only publish this public half (see [`rsa_1024_jwk`]).
+pub(crate) const RSA_1024_N: &str = "ty9wahUQrnUjMMSi-XfjZ3o-MticmEB-_urX8X7J1rt0QZ6JrMipfsrDD0Y4JTURHlovY44hXQNuCdmCC1M15oJ1vaqt78pz0z4loYCA373HFrMMKomgBINYXoY00rj7MYCGvNo5G3XipvGhKE5F1Pg9BhqwRrNJspRVi_DceO0";
+
+/// A 1024-bit RS256 public JWK with `kid`, to serve with [`TestIdp::set_raw_jwks`]. Nothing can
+/// sign for it here; a token whose header names this `kid` must be refused on the key alone.
+pub(crate) fn rsa_1024_jwk(kid: &str) -> Value {
+    json!({ "kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256", "n": RSA_1024_N, "e": "AQAB" })
+}
+
+/// A misbehaviour of one endpoint (discovery or JWKS).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// Answer normally.
+    #[default]
+    None,
+    /// Answer with this status and a small JSON error body (an invalid code becomes 500).
+    Status(u16),
+    /// Answer `302 Found` with this `Location`.
+    Redirect(String),
+    /// Answer 200 with truncated JSON.
+    MalformedJson,
+    /// Answer 200 with well-formed JSON of the wrong shape (e.g. `"keys"` not an array).
+    WrongShape,
+    /// Answer 200 with the real document padded with whitespace to this many bytes (so it parses
+    /// if read whole), sent with a `Content-Length`.
+    HugeBody(usize),
+    /// Answer 200 with the start of the real document followed by whitespace, chunked, without a
+    /// `Content-Length`, until the client hangs up or [`ENDLESS_BODY_LIMIT`] bytes are sent.
+    EndlessBody,
+}
+
+/// What a test has set; read on every request.
+#[derive(Debug)]
+struct Settings {
+    current: SigningKey,
+    published: Vec<SigningKey>,
+    rotations: usize,
+    jwks_fault: Fault,
+    discovery_fault: Fault,
+    cache_control: Option<String>,
+    discovery_issuer: Option<String>,
+    delay: Duration,
+    raw_jwks: Option<Value>,
+    down: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    issuer: String,
+    settings: Mutex<Settings>,
+    jwks_fetches: AtomicUsize,
+    discovery_fetches: AtomicUsize,
+}
+
+impl Shared {
+    fn settings(&self) -> MutexGuard<'_, Settings> {
+        // A test that panicked while holding the lock has already failed; keep serving.
+        self.settings.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// An in-process IdP on `127.0.0.1:0`. It starts with one RS256 key, `k1`, published and current.
+///
+/// Dropping it signals the server to stop (without waiting); [`TestIdp::close`] stops it and
+/// waits until the port refuses connections.
+#[derive(Debug)]
+pub(crate) struct TestIdp {
+    shared: Arc<Shared>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl TestIdp {
+    /// Binds `127.0.0.1:0` and serves discovery and JWKS from a spawned task; the listener is
+    /// bound before this returns, so requests can be sent at once.
+    pub(crate) async fn start() -> TestIdp {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("test idp binds a loopback port");
+        let addr = listener
+            .local_addr()
+            .expect("test idp listener has an address");
+        let key = SigningKey::generate(SigningAlg::RS256, "k1").expect("test idp generates k1");
+        let shared = Arc::new(Shared {
+            issuer: format!("http://{addr}"),
+            settings: Mutex::new(Settings {
+                current: key.clone(),
+                published: vec![key],
+                rotations: 1,
+                jwks_fault: Fault::None,
+                discovery_fault: Fault::None,
+                cache_control: None,
+                discovery_issuer: None,
+                delay: Duration::ZERO,
+                raw_jwks: None,
+                down: false,
+            }),
+            jwks_fetches: AtomicUsize::new(0),
+            discovery_fetches: AtomicUsize::new(0),
+        });
+        let router = Router::new()
+            .route("/.well-known/openid-configuration", get(discovery))
+            .route("/jwks", get(jwks))
+            .with_state(Arc::clone(&shared));
+        let listener = listener.tap_io(|tcp| {
+            // Small JSON answers should not wait for Nagle; failing to set it only slows them.
+            let _ = tcp.set_nodelay(true);
+        });
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        TestIdp {
+            shared,
+            shutdown: Some(shutdown),
+            server: Some(server),
+        }
+    }
+
+    /// The issuer, `http://127.0.0.1:PORT` (no trailing slash).
+    pub(crate) fn issuer(&self) -> String {
+        self.shared.issuer.clone()
+    }
+
+    /// `{issuer}/.well-known/openid-configuration`.
+    pub(crate) fn discovery_url(&self) -> String {
+        format!("{}/.well-known/openid-configuration", self.shared.issuer)
+    }
+
+    /// `{issuer}/jwks`.
+    pub(crate) fn jwks_uri(&self) -> String {
+        format!("{}/jwks", self.shared.issuer)
+    }
+
+    /// The key [`TestIdp::mint`] signs with (a cheap clone sharing the key).
+    pub(crate) fn current_key(&self) -> SigningKey {
+        self.shared.settings().current.clone()
+    }
+
+    /// The `kid`s published in the JWKS, in publication order.
+    pub(crate) fn published_kids(&self) -> Vec<String> {
+        let settings = self.shared.settings();
+        settings
+            .published
+            .iter()
+            .map(|key| key.kid().to_owned())
+            .collect()
+    }
+
+    /// Claims that a verifier configured with this issuer and [`TEST_AUDIENCE`] accepts:
+    /// `iss`, `sub`, `aud`, `iat`, `nbf` (now) and `exp` (in five minutes), by the system clock.
+    pub(crate) fn valid_claims(&self, subject: &str) -> Value {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("the system clock is after 1970")
+            .as_secs();
+        json!({
+            "iss": self.shared.issuer,
+            "sub": subject,
+            "aud": TEST_AUDIENCE,
+            "iat": now,
+            "nbf": now,
+            "exp": now + 300,
+        })
+    }
+
+    /// Signs `claims` with the current key; header `{"alg", "typ": "at+jwt", "kid"}`.
+    pub(crate) fn mint(&self, claims: Value) -> String {
+        self.current_key()
+            .sign_jwt(&claims)
+            .expect("test idp signs a token")
+    }
+
+    /// Signs `claims` with `key` under `header` exactly as given (forged `alg`, missing `kid`...).
+    pub(crate) fn mint_with(&self, key: &SigningKey, header: Value, claims: Value) -> String {
+        key.sign_with_header(&header, &claims)
+            .expect("test idp signs a token")
+    }
+
+    /// Publishes `key` (replacing a published key with the same `kid`) without making it current.
+    pub(crate) fn add_key(&self, key: SigningKey) {
+        let mut settings = self.shared.settings();
+        match settings
+            .published
+            .iter_mut()
+            .find(|published| published.kid() == key.kid())
+        {
+            Some(slot) => *slot = key,
+            None => settings.published.push(key),
+        }
+    }
+
+    /// Generates a key for `alg` named `k2`, `k3`..., publishes it beside the old ones and makes it
+    /// current; returns its `kid`.
+    pub(crate) fn rotate(&self, alg: SigningAlg) -> String {
+        let mut settings = self.shared.settings();
+        settings.rotations += 1;
+        let kid = format!("k{}", settings.rotations);
+        let key = SigningKey::generate(alg, kid.clone()).expect("test idp generates a key");
+        settings.published.push(key.clone());
+        settings.current = key;
+        kid
+    }
+
+    /// Stops publishing `kid`; if it is the current key, [`TestIdp::mint`] still signs with it.
+    pub(crate) fn remove_key(&self, kid: &str) {
+        self.shared
+            .settings()
+            .published
+            .retain(|key| key.kid() != kid);
+    }
+
+    /// Makes the JWKS endpoint misbehave (or behave again with [`Fault::None`]).
+    pub(crate) fn set_jwks_fault(&self, fault: Fault) {
+        self.shared.settings().jwks_fault = fault;
+    }
+
+    /// Makes the discovery endpoint misbehave (or behave again with [`Fault::None`]).
+    pub(crate) fn set_discovery_fault(&self, fault: Fault) {
+        self.shared.settings().discovery_fault = fault;
+    }
+
+    /// The `Cache-Control` header of successful JWKS answers; `None` (the default) sends none.
+    pub(crate) fn set_cache_control(&self, value: Option<String>) {
+        self.shared.settings().cache_control = value;
+    }
+
+    /// Overrides the `issuer` field of the discovery document; `None` restores the real one.
+    pub(crate) fn set_discovery_issuer(&self, issuer: Option<String>) {
+        self.shared.settings().discovery_issuer = issuer;
+    }
+
+    /// Delays every JWKS answer (faults included) by `delay`; the fetch is counted on arrival.
+    pub(crate) fn set_delay(&self, delay: Duration) {
+        self.shared.settings().delay = delay;
+    }
+
+    /// Serves this JSON as the JWKS instead of the published keys (bad keys, duplicate kids, oct
+    /// keys...); `None` restores the real set. A JWKS fault still takes precedence.
+    pub(crate) fn set_raw_jwks(&self, jwks: Option<Value>) {
+        self.shared.settings().raw_jwks = jwks;
+    }
+
+    /// While `true`, every endpoint answers `503 Service Unavailable` (fetches are still counted).
+    pub(crate) fn set_down(&self, down: bool) {
+        self.shared.settings().down = down;
+    }
+
+    /// JWKS requests received so far.
+    pub(crate) fn jwks_fetches(&self) -> usize {
+        self.shared.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// Discovery requests received so far.
+    pub(crate) fn discovery_fetches(&self) -> usize {
+        self.shared.discovery_fetches.load(Ordering::SeqCst)
+    }
+
+    /// Sets both fetch counters back to zero.
+    pub(crate) fn reset_fetch_counts(&self) {
+        self.shared.jwks_fetches.store(0, Ordering::SeqCst);
+        self.shared.discovery_fetches.store(0, Ordering::SeqCst);
+    }
+
+    /// Stops the server: the listener is closed when this returns (new connections are refused),
+    /// idle connections are closed, and requests in flight get [`CLOSE_GRACE`] to finish.
+    pub(crate) async fn close(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(mut server) = self.server.take() {
+            if tokio::time::timeout(CLOSE_GRACE, &mut server)
+                .await
+                .is_err()
+            {
+                server.abort();
+                let _ = server.await;
+            }
+        }
+    }
+}
+
+impl Drop for TestIdp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+async fn discovery(State(shared): State<Arc<Shared>>) -> Response {
+    shared.discovery_fetches.fetch_add(1, Ordering::SeqCst);
+    let (down, fault, issuer) = {
+        let settings = shared.settings();
+        let issuer = settings
+            .discovery_issuer
+            .clone()
+            .unwrap_or_else(|| shared.issuer.clone());
+        (settings.down, settings.discovery_fault.clone(), issuer)
+    };
+    if down {
+        return unavailable();
+    }
+    let document = json!({
+        "issuer": issuer,
+        "jwks_uri": format!("{}/jwks", shared.issuer),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+    });
+    let bodies = FaultBodies {
+        malformed: br#"{"issuer":"http://127.0.0.1"#,
+        wrong_shape: br#"{"issuer":42,"jwks_uri":["not","a","string"]}"#,
+    };
+    answer(&fault, &document, &bodies, None)
+}
+
+async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
+    shared.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    let delay = shared.settings().delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let (down, fault, document, cache_control) = {
+        let settings = shared.settings();
+        let document = settings.raw_jwks.clone().unwrap_or_else(|| {
+            let keys: Vec<Value> = settings
+                .published
+                .iter()
+                .map(SigningKey::public_jwk)
+                .collect();
+            json!({ "keys": keys })
+        });
+        (
+            settings.down,
+            settings.jwks_fault.clone(),
+            document,
+            settings.cache_control.clone(),
+        )
+    };
+    if down {
+        return unavailable();
+    }
+    let bodies = FaultBodies {
+        malformed: br#"{"keys":[{"kty":"RSA","kid":"k1","#,
+        wrong_shape: br#"{"keys":{"kty":"RSA","kid":"k1"}}"#,
+    };
+    answer(&fault, &document, &bodies, cache_control.as_deref())
+}
+
+/// The bodies an endpoint sends for [`Fault::MalformedJson`] and [`Fault::WrongShape`].
+struct FaultBodies {
+    malformed: &'static [u8],
+    wrong_shape: &'static [u8],
+}
+
+fn answer(
+    fault: &Fault,
+    document: &Value,
+    bodies: &FaultBodies,
+    cache_control: Option<&str>,
+) -> Response {
+    let document = serde_json::to_vec(document).expect("a json value serialises");
+    let mut response = match fault {
+        Fault::None => json_response(StatusCode::OK, document),
+        Fault::Status(code) => json_response(
+            StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            br#"{"error":"injected fault"}"#.to_vec(),
+        ),
+        Fault::Redirect(location) => {
+            let mut response = json_response(StatusCode::FOUND, b"{}".to_vec());
+            match HeaderValue::from_str(location) {
+                Ok(location) => {
+                    response.headers_mut().insert(header::LOCATION, location);
+                }
+                Err(_) => *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR,
+            }
+            response
+        }
+        Fault::MalformedJson => json_response(StatusCode::OK, bodies.malformed.to_vec()),
+        Fault::WrongShape => json_response(StatusCode::OK, bodies.wrong_shape.to_vec()),
+        Fault::HugeBody(size) => {
+            let mut padded = document;
+            if padded.len() < *size {
+                padded.resize(*size, b' ');
+            }
+            json_response(StatusCode::OK, padded)
+        }
+        Fault::EndlessBody => {
+            // Everything but the closing brace, then whitespace, then the brace: valid JSON if a
+            // client ever reads all ENDLESS_BODY_LIMIT bytes.
+            let split = document.len().saturating_sub(1);
+            let (head, tail) = document.split_at(split);
+            let body = EndlessBody {
+                head: Some(Bytes::copy_from_slice(head)),
+                remaining: ENDLESS_BODY_LIMIT.saturating_sub(document.len()),
+                filler: Bytes::from(vec![b' '; 64 * 1024]),
+                tail: Some(Bytes::copy_from_slice(tail)),
+            };
+            let mut response = Body::new(body).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+    };
+    if let (Some(value), Fault::None) = (cache_control, fault) {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            response.headers_mut().insert(header::CACHE_CONTROL, value);
+        }
+    }
+    response
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn unavailable() -> Response {
+    json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        br#"{"error":"identity provider is down"}"#.to_vec(),
+    )
+}
+
+/// A chunked body: `head`, then `remaining` bytes of whitespace, then `tail`.
+struct EndlessBody {
+    head: Option<Bytes>,
+    remaining: usize,
+    filler: Bytes,
+    tail: Option<Bytes>,
+}
+
+impl hyper::body::Body for EndlessBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(head) = self.head.take() {
+            return Poll::Ready(Some(Ok(Frame::data(head))));
+        }
+        if self.remaining > 0 {
+            let len = self.remaining.min(self.filler.len());
+            self.remaining -= len;
+            return Poll::Ready(Some(Ok(Frame::data(self.filler.slice(..len)))));
+        }
+        Poll::Ready(self.tail.take().map(|tail| Ok(Frame::data(tail))))
+    }
+}
