@@ -196,3 +196,91 @@ fn deny_response(deny: &Deny, profile: Profile, realm: &str) -> Response {
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::DenyReason;
+
+    fn deny(reason: DenyReason) -> Deny {
+        Deny {
+            reason,
+            scope: (reason == DenyReason::InsufficientScope).then(|| "admin".to_owned()),
+            retry_after: (reason.kind() == DenyKind::Unavailable).then_some(5),
+        }
+    }
+
+    fn parts(reason: DenyReason, profile: Profile) -> (u16, Option<String>, Option<String>) {
+        let r = deny_response(&deny(reason), profile, "authgate");
+        let get = |name| {
+            r.headers()
+                .get(name)
+                .map(|v: &HeaderValue| v.to_str().expect("ascii").to_owned())
+        };
+        (r.status().as_u16(), get(WWW_AUTHENTICATE), get(RETRY_AFTER))
+    }
+
+    #[test]
+    fn statuses_follow_the_response_table_for_every_profile() {
+        use DenyReason::*;
+        // (reason, plain status, nginx/envoy-http status)
+        let table = [
+            (MissingToken, 401, 401),
+            (BadSignature, 401, 401),
+            (MultipleTokens, 400, 401),
+            (InsufficientScope, 403, 403),
+            (RouteDenied, 403, 403),
+            (KeysUnavailable, 503, 401),
+            (Overloaded, 503, 401),
+        ];
+        for (reason, plain, fail_closed) in table {
+            assert_eq!(parts(reason, Profile::Plain).0, plain, "{reason}");
+            assert_eq!(
+                parts(reason, Profile::FailClosed401).0,
+                fail_closed,
+                "{reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn challenges_follow_rfc_6750() {
+        use DenyReason::*;
+        let challenge = |r| parts(r, Profile::Plain).1;
+        assert_eq!(
+            challenge(MissingToken).as_deref(),
+            Some(r#"Bearer realm="authgate""#)
+        );
+        assert!(
+            challenge(Expired)
+                .expect("challenge")
+                .contains(r#"error="invalid_token""#)
+        );
+        assert!(
+            challenge(EmptyToken)
+                .expect("challenge")
+                .contains(r#"error="invalid_request""#)
+        );
+        let scope = challenge(InsufficientScope).expect("challenge");
+        assert!(
+            scope.contains(r#"error="insufficient_scope""#) && scope.contains(r#"scope="admin""#)
+        );
+        assert_eq!(challenge(RouteDenied), None);
+        let nginx = parts(EmptyToken, Profile::FailClosed401);
+        assert!(
+            nginx
+                .1
+                .expect("challenge")
+                .contains(r#"error="invalid_request""#)
+        );
+    }
+
+    #[test]
+    fn unavailable_answers_carry_retry_after_and_a_challenge_when_401() {
+        let (status, challenge, retry) = parts(DenyReason::KeysUnavailable, Profile::FailClosed401);
+        assert_eq!(status, 401);
+        assert_eq!(challenge.as_deref(), Some(r#"Bearer realm="authgate""#));
+        assert_eq!(retry.as_deref(), Some("5"));
+        assert_eq!(parts(DenyReason::Expired, Profile::Plain).2, None);
+    }
+}

@@ -1,1 +1,746 @@
+//! Table tests for `Decider::decide` with static keys and a fixed clock: every `DenyReason`, the
+//! leeway edges, audience forms, algorithm confusion, kid handling and claim headers.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::config::parse_yaml;
+use crate::demo::signing::{SigningAlg, SigningKey};
+use crate::keys::jwk::parse_jwk;
+use crate::keys::{BoxFuture, KeyHealth, KeySet, StaticKeys};
+use crate::verify::Alg;
+
+const NOW: i64 = 1_700_000_000;
+const ISS: &str = "https://idp.test";
+
+struct Fixture {
+    rsa: SigningKey,
+    ec: SigningKey,
+    decider: Decider,
+}
+
+fn config(extra: &str) -> Arc<Config> {
+    let yaml = format!("issuers: [{{issuer: \"{ISS}\"}}]\naudiences: [api]\n{extra}");
+    Arc::new(parse_yaml(&yaml).expect("yaml").validate().expect("valid"))
+}
+
+fn verifying(key: &SigningKey) -> crate::keys::VerifyingKey {
+    parse_jwk(&key.public_jwk()).expect("jwk")
+}
+
+fn fixture_with(extra: &str, keys: Option<Arc<dyn KeySource>>) -> Fixture {
+    let rsa = SigningKey::generate(SigningAlg::RS256, "rsa").expect("rsa");
+    let ec = SigningKey::generate(SigningAlg::ES256, "ec").expect("ec");
+    let keys = keys.unwrap_or_else(|| {
+        Arc::new(StaticKeys::new(KeySet::new(vec![
+            verifying(&rsa),
+            verifying(&ec),
+        ])))
+    });
+    let cfg = config(extra);
+    let issuers = vec![TrustedIssuer {
+        config: cfg.issuers[0].clone(),
+        keys,
+    }];
+    Fixture {
+        rsa,
+        ec,
+        decider: Decider::new(cfg, issuers, Arc::new(FixedClock::at(NOW))),
+    }
+}
+
+fn fixture(extra: &str) -> Fixture {
+    fixture_with(extra, None)
+}
+
+fn claims() -> Value {
+    json!({"iss": ISS, "sub": "alice", "aud": "api", "exp": NOW + 300, "iat": NOW, "scope": "read write"})
+}
+
+fn with(mut base: Value, patch: Value) -> Value {
+    for (k, v) in patch.as_object().expect("object") {
+        if v.is_null() {
+            base.as_object_mut().expect("object").remove(k);
+        } else {
+            base[k] = v.clone();
+        }
+    }
+    base
+}
+
+fn bearer(token: &str) -> CheckRequest {
+    CheckRequest {
+        authorization: vec![format!("Bearer {token}").into_bytes()],
+        ..CheckRequest::for_test()
+    }
+}
+
+impl Fixture {
+    fn token(&self, claims: &Value) -> String {
+        self.rsa.sign_jwt(claims).expect("sign")
+    }
+
+    async fn decide(&self, req: &CheckRequest) -> Decision {
+        self.decider.decide(req).await
+    }
+
+    async fn decide_token(&self, token: &str) -> Decision {
+        self.decide(&bearer(token)).await
+    }
+
+    async fn reason(&self, claims: &Value) -> Option<DenyReason> {
+        deny_reason(self.decide_token(&self.token(claims)).await)
+    }
+}
+
+fn deny_reason(d: Decision) -> Option<DenyReason> {
+    match d {
+        Decision::Allow(_) => None,
+        Decision::Deny(d) => Some(d.reason),
+    }
+}
+
+fn forge(header: &Value, payload: &Value, signature: &[u8]) -> String {
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(payload.to_string()),
+        URL_SAFE_NO_PAD.encode(signature)
+    )
+}
+
+#[tokio::test]
+async fn a_valid_token_is_allowed_with_subject_and_issuer_headers() {
+    let f = fixture("");
+    let Decision::Allow(allow) = f.decide_token(&f.token(&claims())).await else {
+        panic!("expected allow");
+    };
+    let headers: Vec<_> = allow
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.to_str().expect("ascii")))
+        .collect();
+    assert_eq!(
+        headers,
+        [("x-auth-subject", "alice"), ("x-auth-issuer", ISS)]
+    );
+    let identity = allow.identity.expect("identity");
+    assert_eq!(identity.subject.as_deref(), Some("alice"));
+    assert_eq!(identity.scopes, ["read", "write"]);
+    assert_eq!(identity.expires_at, NOW + 300);
+    assert_eq!(allow.token_source, Some(TokenSource::Header));
+    assert_eq!(&*allow.owned_headers, ["x-auth-subject", "x-auth-issuer"]);
+}
+
+#[tokio::test]
+async fn every_supported_algorithm_verifies() {
+    for alg in SigningAlg::ALL {
+        let key = SigningKey::generate(alg, format!("k-{alg}")).expect("key");
+        let keys: Arc<dyn KeySource> =
+            Arc::new(StaticKeys::new(KeySet::new(vec![verifying(&key)])));
+        let f = fixture_with("", Some(keys));
+        let token = key.sign_jwt(&claims()).expect("sign");
+        assert!(
+            matches!(f.decide_token(&token).await, Decision::Allow(_)),
+            "{alg}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn request_shape_problems_are_invalid_requests() {
+    let f = fixture("token: {max_bytes: 4096}");
+    let t = f.token(&claims());
+    let cases: Vec<(Vec<Vec<u8>>, DenyReason)> = vec![
+        (vec![], DenyReason::MissingToken),
+        (vec![b"Basic YTpi".to_vec()], DenyReason::MissingToken),
+        (vec![b"Bearer ".to_vec()], DenyReason::EmptyToken),
+        (
+            vec![
+                format!("Bearer {t}").into_bytes(),
+                format!("Bearer {t}").into_bytes(),
+            ],
+            DenyReason::MultipleTokens,
+        ),
+        (
+            vec![b"Bearer a\x01b".to_vec()],
+            DenyReason::MalformedAuthorization,
+        ),
+    ];
+    for (authorization, reason) in cases {
+        let req = CheckRequest {
+            authorization: authorization.clone(),
+            ..CheckRequest::for_test()
+        };
+        let Decision::Deny(d) = f.decide(&req).await else {
+            panic!("expected deny for {authorization:?}");
+        };
+        assert_eq!(d.reason, reason);
+        let expected = if reason == DenyReason::MissingToken {
+            DenyKind::Unauthenticated
+        } else {
+            DenyKind::InvalidRequest
+        };
+        assert_eq!(d.kind(), expected, "{reason}");
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_token_is_rejected_before_decoding() {
+    let f = fixture("token: {max_bytes: 100}");
+    let d = deny_reason(f.decide_token(&f.token(&claims())).await);
+    assert_eq!(d, Some(DenyReason::TokenTooLarge));
+    assert_eq!(DenyReason::TokenTooLarge.kind(), DenyKind::InvalidToken);
+}
+
+#[tokio::test]
+async fn malformed_tokens_are_invalid_tokens() {
+    let f = fixture("");
+    let good = f.token(&claims());
+    let (input, _) = good.rsplit_once('.').expect("three parts");
+    for bad in [
+        "abc".to_owned(),
+        format!("{input}."),
+        format!("{good}.x.y"),
+        format!("{good}="),
+        "a.b.c".to_owned(),
+    ] {
+        assert_eq!(
+            deny_reason(f.decide_token(&bad).await),
+            Some(DenyReason::MalformedToken),
+            "{bad}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn none_and_hmac_with_the_public_key_are_impossible() {
+    let f = fixture("");
+    let none = forge(&json!({"alg": "none", "kid": "rsa"}), &claims(), b"");
+    let none = format!("{}x", none); // an empty signature would be a shape error first
+    assert_eq!(
+        deny_reason(f.decide_token(&none).await),
+        Some(DenyReason::AlgorithmNotAllowed)
+    );
+
+    // The classic confusion: HS256 keyed with the RSA public key's JWK text.
+    let header = json!({"alg": "HS256", "kid": "rsa"});
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims().to_string())
+    );
+    let secret = f.rsa.public_jwk().to_string();
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = aws_lc_rs::hmac::sign(&key, input.as_bytes());
+    let hs = format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()));
+    assert_eq!(
+        deny_reason(f.decide_token(&hs).await),
+        Some(DenyReason::AlgorithmNotAllowed)
+    );
+}
+
+#[tokio::test]
+async fn an_algorithm_outside_the_issuers_list_is_denied_before_keys() {
+    let f = fixture("algorithms: [ES256]");
+    assert_eq!(
+        f.reason(&claims()).await,
+        Some(DenyReason::AlgorithmNotAllowed)
+    );
+    let ec_token = f.ec.sign_jwt(&claims()).expect("sign");
+    assert!(matches!(
+        f.decide_token(&ec_token).await,
+        Decision::Allow(_)
+    ));
+}
+
+#[tokio::test]
+async fn crit_headers_are_rejected() {
+    let f = fixture("");
+    let t = f
+        .rsa
+        .sign_with_header(
+            &json!({"alg": "RS256", "kid": "rsa", "crit": ["b64"], "b64": false}),
+            &claims(),
+        )
+        .expect("sign");
+    assert_eq!(
+        deny_reason(f.decide_token(&t).await),
+        Some(DenyReason::UnsupportedCritical)
+    );
+}
+
+#[tokio::test]
+async fn claim_problems_map_to_their_reasons() {
+    let f = fixture("");
+    let cases = [
+        (json!({"exp": "soon"}), DenyReason::MalformedClaims),
+        (json!({"exp": null}), DenyReason::MissingExpiry),
+        (json!({"exp": NOW - 31}), DenyReason::Expired),
+        (json!({"nbf": NOW + 31}), DenyReason::NotYetValid),
+        (json!({"iat": NOW + 31}), DenyReason::IssuedInFuture),
+        (json!({"iat": "now"}), DenyReason::MalformedClaims),
+        (json!({"iss": null}), DenyReason::UnknownIssuer),
+        (
+            json!({"iss": "https://other.test"}),
+            DenyReason::UnknownIssuer,
+        ),
+        (
+            json!({"iss": "https://idp.test/"}),
+            DenyReason::UnknownIssuer,
+        ),
+        (json!({"iss": 5}), DenyReason::MalformedClaims),
+        (json!({"aud": "other"}), DenyReason::WrongAudience),
+        (json!({"aud": null}), DenyReason::WrongAudience),
+        (json!({"aud": ["other", 1]}), DenyReason::MalformedClaims),
+        (json!({"aud": 5}), DenyReason::MalformedClaims),
+        (json!({"aud": "API"}), DenyReason::WrongAudience),
+    ];
+    for (patch, reason) in cases {
+        assert_eq!(
+            f.reason(&with(claims(), patch.clone())).await,
+            Some(reason),
+            "{patch}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_leeway_edges_are_exact() {
+    let f = fixture("leeway: 30s");
+    let allowed = [
+        json!({"exp": NOW - 29}),
+        json!({"nbf": NOW + 30}),
+        json!({"iat": NOW + 30}),
+        json!({"exp": (NOW - 29) as f64 + 0.5}),
+    ];
+    for patch in allowed {
+        assert_eq!(
+            f.reason(&with(claims(), patch.clone())).await,
+            None,
+            "{patch}"
+        );
+    }
+    assert_eq!(
+        f.reason(&with(claims(), json!({"exp": NOW - 30}))).await,
+        Some(DenyReason::Expired)
+    );
+}
+
+#[tokio::test]
+async fn audience_may_be_a_string_or_an_array() {
+    let f = fixture("");
+    assert_eq!(
+        f.reason(&with(claims(), json!({"aud": ["x", "api"]})))
+            .await,
+        None
+    );
+    assert_eq!(
+        f.reason(&with(claims(), json!({"aud": []}))).await,
+        Some(DenyReason::WrongAudience)
+    );
+    let all = fixture("require: {audiences: [api, billing]}\naudience_match: all");
+    assert_eq!(
+        all.reason(&with(claims(), json!({"aud": ["api"]}))).await,
+        Some(DenyReason::WrongAudience)
+    );
+    assert_eq!(
+        all.reason(&with(claims(), json!({"aud": ["billing", "api"]})))
+            .await,
+        None
+    );
+}
+
+#[tokio::test]
+async fn kid_handling_covers_unknown_missing_ambiguous_and_mismatched_keys() {
+    let f = fixture("");
+    let unknown = f
+        .rsa
+        .sign_with_header(&json!({"alg": "RS256", "kid": "nope"}), &claims())
+        .expect("sign");
+    assert_eq!(
+        deny_reason(f.decide_token(&unknown).await),
+        Some(DenyReason::UnknownKey)
+    );
+
+    let no_kid = f
+        .rsa
+        .sign_with_header(&json!({"alg": "RS256"}), &claims())
+        .expect("sign");
+    assert_eq!(
+        deny_reason(f.decide_token(&no_kid).await),
+        None,
+        "one RSA key fits"
+    );
+
+    // The EC key signs, but the header names the RSA key's kid with ES256.
+    let mismatch =
+        f.ec.sign_with_header(&json!({"alg": "ES256", "kid": "rsa"}), &claims())
+            .expect("sign");
+    assert_eq!(
+        deny_reason(f.decide_token(&mismatch).await),
+        Some(DenyReason::KeyAlgorithmMismatch)
+    );
+
+    let twin = SigningKey::generate(SigningAlg::RS256, "rsa").expect("twin");
+    let other = SigningKey::generate(SigningAlg::RS256, "other").expect("other");
+    let keys: Arc<dyn KeySource> = Arc::new(StaticKeys::new(KeySet::new(vec![
+        verifying(&f.rsa),
+        verifying(&twin),
+        verifying(&other),
+    ])));
+    let dup = fixture_with("", Some(keys));
+    assert_eq!(
+        deny_reason(dup.decide_token(&f.token(&claims())).await),
+        Some(DenyReason::AmbiguousKey)
+    );
+    let ok = other.sign_jwt(&claims()).expect("sign");
+    assert_eq!(deny_reason(dup.decide_token(&ok).await), None);
+}
+
+#[tokio::test]
+async fn a_wrong_signature_is_denied() {
+    let f = fixture("");
+    let good = f.token(&claims());
+    let (input, _) = good.rsplit_once('.').expect("three parts");
+    let other = SigningKey::generate(SigningAlg::RS256, "rsa").expect("other");
+    let by_other = other.sign_jwt(&claims()).expect("sign");
+    let truncated = &good[..good.len() - 4];
+    let tampered_payload = {
+        let parts: Vec<&str> = good.split('.').collect();
+        let evil = URL_SAFE_NO_PAD.encode(with(claims(), json!({"sub": "root"})).to_string());
+        format!("{}.{}.{}", parts[0], evil, parts[2])
+    };
+    for bad in [
+        format!("{input}.AAAA"),
+        by_other,
+        truncated.to_owned(),
+        format!("{good}AAAA"),
+        tampered_payload,
+    ] {
+        assert_eq!(
+            deny_reason(f.decide_token(&bad).await),
+            Some(DenyReason::BadSignature)
+        );
+    }
+    let ec_zero = {
+        let t = f.ec.sign_jwt(&claims()).expect("sign");
+        let (input, _) = t.rsplit_once('.').expect("parts");
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode([0u8; 64]))
+    };
+    assert_eq!(
+        deny_reason(f.decide_token(&ec_zero).await),
+        Some(DenyReason::BadSignature)
+    );
+}
+
+#[tokio::test]
+async fn the_typ_check_accepts_at_jwt_in_both_spellings() {
+    let f = fixture("required_typ: [at+jwt]");
+    assert_eq!(f.reason(&claims()).await, None, "sign_jwt sets typ at+jwt");
+    let app = f
+        .rsa
+        .sign_with_header(
+            &json!({"alg": "RS256", "kid": "rsa", "typ": "application/AT+JWT"}),
+            &claims(),
+        )
+        .expect("sign");
+    assert_eq!(deny_reason(f.decide_token(&app).await), None);
+    let id_token = f
+        .rsa
+        .sign_with_header(
+            &json!({"alg": "RS256", "kid": "rsa", "typ": "JWT"}),
+            &claims(),
+        )
+        .expect("sign");
+    assert_eq!(
+        deny_reason(f.decide_token(&id_token).await),
+        Some(DenyReason::WrongTokenType)
+    );
+}
+
+#[tokio::test]
+async fn scopes_and_claims_are_checked_on_verified_tokens() {
+    let f = fixture(
+        "require: {scopes: [read], claims: [{claim: realm_access.roles, one_of: [admin]}]}",
+    );
+    let ok = with(
+        claims(),
+        json!({"realm_access": {"roles": ["user", "admin"]}}),
+    );
+    assert_eq!(f.reason(&ok).await, None);
+    let no_role = with(claims(), json!({"realm_access": {"roles": ["user"]}}));
+    assert_eq!(f.reason(&no_role).await, Some(DenyReason::ClaimMismatch));
+    let Decision::Deny(d) = f
+        .decide_token(&f.token(&with(ok, json!({"scope": "write"}))))
+        .await
+    else {
+        panic!("expected deny");
+    };
+    assert_eq!(d.reason, DenyReason::InsufficientScope);
+    assert_eq!(d.kind(), DenyKind::InsufficientScope);
+    assert_eq!(d.scope.as_deref(), Some("read"));
+    let scp = with(
+        claims(),
+        json!({"scope": null, "scp": ["read"], "realm_access": {"roles": ["admin"]}}),
+    );
+    assert_eq!(f.reason(&scp).await, None);
+}
+
+#[tokio::test]
+async fn routes_match_first_and_fall_back_to_requiring_a_token() {
+    let f = fixture(
+        "routes:\n\
+         - {path_prefix: /public, action: anonymous}\n\
+         - {path_glob: \"/admin/**\", action: deny}\n\
+         - {path_prefix: /api, methods: [DELETE], require: {scopes: [admin]}}\n\
+         - {host: other.example.com, require: {issuers: [\"https://idp.test\"], audiences: [other]}}\n",
+    );
+    let req = |method: &str, host: &str, path: Option<&str>, token: Option<&str>| CheckRequest {
+        method: Some(method.to_owned()),
+        host: Some(host.to_owned()),
+        path: path.map(str::to_owned),
+        authorization: token
+            .map(|t| format!("Bearer {t}").into_bytes())
+            .into_iter()
+            .collect(),
+        ..CheckRequest::for_test()
+    };
+    let t = f.token(&claims());
+    let host = "api.example.com";
+    let cases = [
+        (req("GET", host, Some("/public/x?y=1"), None), None),
+        (req("GET", host, Some("/public"), None), None),
+        (
+            req("GET", host, Some("/publicity"), None),
+            Some(DenyReason::MissingToken),
+        ),
+        (req("GET", host, None, None), Some(DenyReason::MissingToken)),
+        (
+            req("GET", host, Some("/admin/a/b"), Some(&t)),
+            Some(DenyReason::RouteDenied),
+        ),
+        (req("GET", host, Some("/api/items"), Some(&t)), None),
+        (
+            req("DELETE", host, Some("/api/items"), Some(&t)),
+            Some(DenyReason::InsufficientScope),
+        ),
+        (
+            req("GET", "other.example.com:443", Some("/x"), Some(&t)),
+            Some(DenyReason::WrongAudience),
+        ),
+    ];
+    for (request, expected) in cases {
+        let got = deny_reason(f.decide(&request).await);
+        assert_eq!(
+            got, expected,
+            "{:?} {:?} {:?}",
+            request.method, request.host, request.path
+        );
+    }
+    let Decision::Allow(anon) = f.decide(&req("GET", host, Some("/public"), None)).await else {
+        panic!("anonymous allow");
+    };
+    assert!(anon.identity.is_none() && anon.headers.is_empty());
+    assert_eq!(
+        anon.owned_headers.len(),
+        2,
+        "owned headers still listed for removal"
+    );
+    assert_eq!(DenyReason::RouteDenied.kind(), DenyKind::Forbidden);
+}
+
+#[tokio::test]
+async fn an_issuer_not_allowed_on_the_route_is_denied() {
+    let f = fixture("routes: [{path_prefix: /, require: {issuers: [\"https://idp.test\"]}}]");
+    assert_eq!(f.reason(&claims()).await, None);
+    let yaml = format!(
+        "issuers: [{{issuer: \"{ISS}\"}}, {{issuer: \"https://b.test\"}}]\naudiences: [api]\n\
+         routes: [{{path_prefix: /, require: {{issuers: [\"https://b.test\"]}}}}]"
+    );
+    let cfg = Arc::new(parse_yaml(&yaml).expect("yaml").validate().expect("valid"));
+    let keys: Arc<dyn KeySource> = Arc::new(StaticKeys::new(KeySet::new(vec![verifying(&f.rsa)])));
+    let issuers = cfg
+        .issuers
+        .iter()
+        .map(|c| TrustedIssuer {
+            config: c.clone(),
+            keys: Arc::clone(&keys),
+        })
+        .collect();
+    let d = Decider::new(Arc::clone(&cfg), issuers, Arc::new(FixedClock::at(NOW)));
+    assert_eq!(
+        deny_reason(d.decide(&bearer(&f.token(&claims()))).await),
+        Some(DenyReason::IssuerNotAllowed)
+    );
+}
+
+#[tokio::test]
+async fn the_query_token_is_read_only_when_enabled() {
+    let f = fixture("token: {query: {enabled: true}}");
+    let t = f.token(&claims());
+    let req = CheckRequest {
+        path: Some(format!("/x?a=1&access_token={t}")),
+        ..CheckRequest::for_test()
+    };
+    let Decision::Allow(a) = f.decide(&req).await else {
+        panic!("allow")
+    };
+    assert_eq!(a.token_source, Some(TokenSource::Query));
+    let both = CheckRequest {
+        authorization: vec![format!("Bearer {t}").into_bytes()],
+        ..req.clone()
+    };
+    assert_eq!(
+        deny_reason(f.decide(&both).await),
+        Some(DenyReason::MultipleTokens)
+    );
+    let off = fixture("");
+    assert_eq!(
+        deny_reason(off.decide(&req).await),
+        Some(DenyReason::MissingToken)
+    );
+}
+
+#[tokio::test]
+async fn claim_headers_are_encoded_and_oversized_values_left_out() {
+    let f = fixture(
+        "claim_headers: [{claim: sub, header: X-Auth-Subject}, {claim: name, header: X-Name}, {claim: blob, header: X-Blob}]\n\
+         max_claim_header_bytes: 64",
+    );
+    let c = with(
+        claims(),
+        json!({"sub": "a\r\nX-Evil: 1", "name": "Zoë", "blob": "x".repeat(65)}),
+    );
+    let Decision::Allow(a) = f.decide_token(&f.token(&c)).await else {
+        panic!("allow")
+    };
+    let get = |n: &str| {
+        a.headers
+            .iter()
+            .find(|(h, _)| h == n)
+            .map(|(_, v)| v.to_str().expect("ascii").to_owned())
+    };
+    assert_eq!(get("x-auth-subject").as_deref(), Some("a%0D%0AX-Evil: 1"));
+    assert_eq!(get("x-name").as_deref(), Some("Zo%C3%AB"));
+    assert_eq!(get("x-blob"), None);
+    assert_eq!(a.owned_headers.len(), 3);
+}
+
+/// A key source that never answers, or answers "unavailable", for deadline and outage tests.
+#[derive(Debug)]
+enum Stuck {
+    Never,
+    Unavailable,
+}
+
+impl KeySource for Stuck {
+    fn lookup<'a>(&'a self, _kid: Option<&'a str>, _alg: Alg) -> BoxFuture<'a, KeyLookup> {
+        match self {
+            Stuck::Never => Box::pin(std::future::pending()),
+            Stuck::Unavailable => Box::pin(std::future::ready(KeyLookup::Unavailable)),
+        }
+    }
+
+    fn health(&self) -> KeyHealth {
+        KeyHealth {
+            usable: false,
+            keys: 0,
+            age: None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn unavailable_keys_deny_with_retry_after() {
+    let f = fixture_with("", Some(Arc::new(Stuck::Unavailable)));
+    let Decision::Deny(d) = f.decide_token(&f.token(&claims())).await else {
+        panic!("deny")
+    };
+    assert_eq!(d.reason, DenyReason::KeysUnavailable);
+    assert_eq!(d.kind(), DenyKind::Unavailable);
+    assert!(d.retry_after.is_some());
+}
+
+#[tokio::test]
+async fn a_key_lookup_past_the_deadline_is_unavailable_not_a_hang() {
+    let f = fixture_with(
+        "limits: {check_deadline: 50ms}",
+        Some(Arc::new(Stuck::Never)),
+    );
+    let started = std::time::Instant::now();
+    let d = deny_reason(f.decide_token(&f.token(&claims())).await);
+    assert_eq!(d, Some(DenyReason::DeadlineExceeded));
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn checks_over_the_concurrency_limit_are_shed() {
+    let f = Arc::new(fixture_with(
+        "limits: {check_deadline: 300ms, max_concurrent_checks: 1}",
+        Some(Arc::new(Stuck::Never)),
+    ));
+    let token = f.token(&claims());
+    let first = {
+        let f = Arc::clone(&f);
+        let token = token.clone();
+        tokio::spawn(async move { deny_reason(f.decide_token(&token).await) })
+    };
+    // Let the first check take the only permit and park on the key lookup.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let Decision::Deny(d) = f.decide_token(&token).await else {
+        panic!("deny")
+    };
+    assert_eq!(d.reason, DenyReason::Overloaded);
+    assert_eq!(d.retry_after, Some(1));
+    assert_eq!(
+        first.await.expect("join"),
+        Some(DenyReason::DeadlineExceeded)
+    );
+}
+
+#[test]
+fn every_reason_has_a_distinct_label() {
+    use DenyReason::*;
+    let all = [
+        MissingToken,
+        EmptyToken,
+        MultipleTokens,
+        MalformedAuthorization,
+        TokenTooLarge,
+        MalformedToken,
+        AlgorithmNotAllowed,
+        UnsupportedCritical,
+        MalformedClaims,
+        UnknownIssuer,
+        IssuerNotAllowed,
+        WrongTokenType,
+        MissingExpiry,
+        Expired,
+        NotYetValid,
+        IssuedInFuture,
+        WrongAudience,
+        UnknownKey,
+        AmbiguousKey,
+        KeyAlgorithmMismatch,
+        BadSignature,
+        InsufficientScope,
+        ClaimMismatch,
+        RouteDenied,
+        KeysUnavailable,
+        DeadlineExceeded,
+        Overloaded,
+    ];
+    let labels: std::collections::HashSet<_> = all.iter().map(|r| r.as_str()).collect();
+    assert_eq!(labels.len(), all.len());
+    assert!(
+        labels
+            .iter()
+            .all(|l| l.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+    );
+}
