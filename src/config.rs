@@ -59,6 +59,10 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest claim header value; longer values are omitted and counted.
 pub const DEFAULT_MAX_CLAIM_HEADER_BYTES: usize = 4096;
+/// Verified tokens remembered so a repeated token skips the signature check.
+pub const DEFAULT_VERIFIED_CACHE_CAPACITY: u64 = 10_000;
+/// Longest time a verification is remembered.
+pub const DEFAULT_VERIFIED_CACHE_TTL: Duration = Duration::from_secs(300);
 /// Path prefix of the Envoy ext_authz HTTP endpoint.
 pub const DEFAULT_ENVOY_PREFIX: &str = "/envoy";
 /// Realm in `WWW-Authenticate` challenges.
@@ -123,6 +127,9 @@ pub struct RawConfig {
     /// Key cache and fetch bounds.
     #[serde(default)]
     pub keys: RawKeys,
+    /// Cache of verified signatures.
+    #[serde(default)]
+    pub verified_cache: RawVerifiedCache,
     /// Request limits.
     #[serde(default)]
     pub limits: RawLimits,
@@ -290,6 +297,18 @@ pub struct RawKeys {
     pub retry_max: Option<String>,
 }
 
+/// `verified_cache:` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVerifiedCache {
+    /// Tokens remembered (default 10000; 0 turns the cache off). Claims, expiry, audience and
+    /// scopes are still checked on every request; only the signature check is skipped, and only
+    /// while the key that verified the token is still in the current key set.
+    pub capacity: Option<u64>,
+    /// Longest time one verification is remembered (default 5m).
+    pub ttl: Option<String>,
+}
+
 /// `limits:` section.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -349,6 +368,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Key cache bounds.
     pub keys: KeyCacheConfig,
+    /// Verified-signature cache.
+    pub verified_cache: VerifiedCacheConfig,
     /// Request limits.
     pub limits: Limits,
     /// Shutdown timing.
@@ -552,6 +573,15 @@ impl Default for KeyCacheConfig {
             retry_max: DEFAULT_RETRY_MAX,
         }
     }
+}
+
+/// Verified-signature cache bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifiedCacheConfig {
+    /// Entries; 0 disables.
+    pub capacity: u64,
+    /// Time to live of one entry.
+    pub ttl: Duration,
 }
 
 /// Request limits.
@@ -1235,6 +1265,21 @@ impl RawConfig {
             );
         }
 
+        let verified_cache = VerifiedCacheConfig {
+            capacity: self
+                .verified_cache
+                .capacity
+                .unwrap_or(DEFAULT_VERIFIED_CACHE_CAPACITY),
+            ttl: p.duration(
+                "verified_cache.ttl",
+                self.verified_cache.ttl.as_ref(),
+                DEFAULT_VERIFIED_CACHE_TTL,
+            ),
+        };
+        if verified_cache.ttl.is_zero() {
+            p.add("verified_cache.ttl", "must be greater than 0");
+        }
+
         let limits = Limits {
             check_deadline: p.duration(
                 "limits.check_deadline",
@@ -1321,6 +1366,7 @@ impl RawConfig {
             require,
             routes,
             keys,
+            verified_cache,
             limits,
             shutdown,
             http: HttpConfig {

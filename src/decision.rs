@@ -12,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{HeaderName, HeaderValue};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -19,7 +20,7 @@ use crate::claims::{claim_headers, granted_scopes};
 use crate::config::{
     AudienceMatch, Config, IssuerConfig, PathMatch, Requirement, Route, RouteAction,
 };
-use crate::keys::{KeyHealth, KeyLookup, KeySource};
+use crate::keys::{KeyHealth, KeyLookup, KeySource, VerifyingKey};
 use crate::telemetry;
 use crate::token::{TokenSource, find_token};
 use crate::verify::{FormatError, numeric_date, parse_compact, signature_valid};
@@ -334,6 +335,11 @@ pub struct TrustedIssuer {
     pub keys: Arc<dyn KeySource>,
 }
 
+/// Remembers which key verified a token (by the token's SHA-256), so a repeated token skips
+/// the signature check while that same key object is still in the issuer's current set. A
+/// refresh builds new key objects, so any key set change forgets every entry of that issuer.
+type VerifiedCache = moka::sync::Cache<[u8; 32], Arc<VerifyingKey>>;
+
 /// Makes decisions. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Decider {
@@ -342,6 +348,7 @@ pub struct Decider {
     limiter: Semaphore,
     clock: Arc<dyn Clock>,
     owned_headers: Arc<[HeaderName]>,
+    verified: Option<VerifiedCache>,
 }
 
 fn host_without_port(host: &str) -> &str {
@@ -430,7 +437,15 @@ impl Decider {
             .iter()
             .map(|(_, name)| name.clone())
             .collect();
+        let cache = config.verified_cache;
+        let verified = (cache.capacity > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(cache.capacity)
+                .time_to_live(cache.ttl)
+                .build()
+        });
         Self {
+            verified,
             limiter: Semaphore::new(config.limits.max_concurrent_checks),
             config,
             issuers,
@@ -586,9 +601,7 @@ impl Decider {
             }
             Ok(KeyLookup::Unavailable) => return Err(deny(DenyReason::KeysUnavailable)),
         };
-        if !keys.iter().any(|k| signature_valid(&jws, k)) {
-            return Err(deny(DenyReason::BadSignature));
-        }
+        self.check_signature(&found.token, &jws, &keys)?;
 
         // Authorization on a verified token.
         let granted = granted_scopes(claims);
@@ -620,6 +633,37 @@ impl Decider {
             }),
             token_source: Some(found.source),
         })
+    }
+
+    /// Verifies the signature with one of `keys`, or finds that the same token was verified
+    /// before by one of these very key objects.
+    fn check_signature(
+        &self,
+        token: &str,
+        jws: &crate::verify::Jws<'_>,
+        keys: &[Arc<VerifyingKey>],
+    ) -> Result<(), Deny> {
+        let Some(cache) = &self.verified else {
+            return match keys.iter().any(|k| signature_valid(jws, k)) {
+                true => Ok(()),
+                false => Err(Deny::new(DenyReason::BadSignature)),
+            };
+        };
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if cache
+            .get(&digest)
+            .is_some_and(|known| keys.iter().any(|k| Arc::ptr_eq(k, &known)))
+        {
+            metrics::counter!(telemetry::VERIFIED_CACHE, "result" => "hit").increment(1);
+            return Ok(());
+        }
+        metrics::counter!(telemetry::VERIFIED_CACHE, "result" => "miss").increment(1);
+        let key = keys
+            .iter()
+            .find(|k| signature_valid(jws, k))
+            .ok_or_else(|| Deny::new(DenyReason::BadSignature))?;
+        cache.insert(digest, Arc::clone(key));
+        Ok(())
     }
 
     /// Checks `exp` (required), `nbf` and `iat` with the leeway; returns `exp`.

@@ -203,6 +203,8 @@ async fn demo(args: DemoArgs) -> Result<(), RunError> {
     };
     let mut raw = RawConfig::default();
     overrides.apply(&mut raw);
+    // Ctrl-C on a demo should stop it at once; no load balancer needs a not-ready window here.
+    raw.shutdown.grace = Some("0s".to_owned());
     let config = match raw.validate() {
         Ok(c) => c,
         Err(e) => {

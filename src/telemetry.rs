@@ -19,6 +19,8 @@ pub const KEYS_LOADED: &str = "authgate_keys_loaded";
 pub const KEY_SET_AGE: &str = "authgate_key_set_age_seconds";
 /// Key lookups by `result` (hit, miss_refetch, miss_cooldown).
 pub const KEY_CACHE: &str = "authgate_key_cache_lookups_total";
+/// Signature checks answered from the verified cache, by `result` (hit, miss).
+pub const VERIFIED_CACHE: &str = "authgate_verified_cache_lookups_total";
 /// Checks shed by the concurrency limit, by `frontend`.
 pub const SHED: &str = "authgate_checks_shed_total";
 /// Claim header values left out for size or encoding.
@@ -81,6 +83,10 @@ fn describe() {
     describe_counter!(
         KEY_CACHE,
         "Key lookups by result (hit, miss_refetch, miss_cooldown)"
+    );
+    describe_counter!(
+        VERIFIED_CACHE,
+        "Signature checks answered from the verified cache (hit) or computed (miss)"
     );
     describe_counter!(SHED, "Checks shed by the concurrency limit");
     describe_counter!(

@@ -21,6 +21,7 @@ const ISS: &str = "https://idp.test";
 struct Fixture {
     rsa: SigningKey,
     ec: SigningKey,
+    clock: Arc<FixedClock>,
     decider: Decider,
 }
 
@@ -47,10 +48,12 @@ fn fixture_with(extra: &str, keys: Option<Arc<dyn KeySource>>) -> Fixture {
         config: cfg.issuers[0].clone(),
         keys,
     }];
+    let clock = Arc::new(FixedClock::at(NOW));
     Fixture {
         rsa,
         ec,
-        decider: Decider::new(cfg, issuers, Arc::new(FixedClock::at(NOW))),
+        clock: Arc::clone(&clock),
+        decider: Decider::new(cfg, issuers, clock),
     }
 }
 
@@ -742,5 +745,72 @@ fn every_reason_has_a_distinct_label() {
         labels
             .iter()
             .all(|l| l.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+    );
+}
+
+/// A key source whose set a test can replace, like a refresh would.
+#[derive(Debug)]
+struct Swappable(std::sync::Mutex<Arc<KeySet>>);
+
+impl KeySource for Swappable {
+    fn lookup<'a>(&'a self, kid: Option<&'a str>, alg: Alg) -> BoxFuture<'a, KeyLookup> {
+        let set = Arc::clone(&self.0.lock().expect("lock"));
+        Box::pin(std::future::ready(set.find(kid, alg)))
+    }
+
+    fn health(&self) -> KeyHealth {
+        KeyHealth {
+            usable: true,
+            keys: 1,
+            age: None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_remembered_verification_is_forgotten_when_the_key_set_changes() {
+    let real = SigningKey::generate(SigningAlg::RS256, "rsa").expect("key");
+    let impostor = SigningKey::generate(SigningAlg::RS256, "rsa").expect("key");
+    let source = Arc::new(Swappable(std::sync::Mutex::new(Arc::new(KeySet::new(
+        vec![verifying(&real)],
+    )))));
+    let f = fixture_with("", Some(Arc::clone(&source) as Arc<dyn KeySource>));
+    let token = real.sign_jwt(&claims()).expect("sign");
+    assert_eq!(deny_reason(f.decide_token(&token).await), None);
+    assert_eq!(
+        deny_reason(f.decide_token(&token).await),
+        None,
+        "served from the cache"
+    );
+
+    // The IdP now publishes another key under the same kid: the token must be re-verified.
+    *source.0.lock().expect("lock") = Arc::new(KeySet::new(vec![verifying(&impostor)]));
+    assert_eq!(
+        deny_reason(f.decide_token(&token).await),
+        Some(DenyReason::BadSignature)
+    );
+
+    // A refresh that brings the real key back (as a new key object) verifies it again.
+    *source.0.lock().expect("lock") = Arc::new(KeySet::new(vec![verifying(&real)]));
+    assert_eq!(deny_reason(f.decide_token(&token).await), None);
+}
+
+#[tokio::test]
+async fn a_tampered_copy_of_a_cached_token_is_still_denied() {
+    let f = fixture("");
+    let token = f.token(&claims());
+    assert_eq!(deny_reason(f.decide_token(&token).await), None);
+    let (input, _) = token.rsplit_once('.').expect("parts");
+    assert_eq!(
+        deny_reason(f.decide_token(&format!("{input}.AAAA")).await),
+        Some(DenyReason::BadSignature)
+    );
+    // Expiry is checked on every request, cached or not.
+    let t = f.token(&with(claims(), json!({"exp": NOW + 1})));
+    assert_eq!(deny_reason(f.decide_token(&t).await), None);
+    f.clock.set(NOW + 100);
+    assert_eq!(
+        deny_reason(f.decide_token(&t).await),
+        Some(DenyReason::Expired)
     );
 }
