@@ -27,9 +27,11 @@ pub struct PeerAddr(pub SocketAddr);
 enum Profile {
     /// Statuses as they are: 400, 401, 403, 503.
     Plain,
-    /// nginx turns anything but 2xx/401/403 into a 500, and Envoy's HTTP mode treats a 5xx as
-    /// an error that `failure_mode_allow` would turn into an allow: 400 and 503 become 401.
-    FailClosed401,
+    /// Envoy's HTTP mode treats a 5xx from the auth service as an error, which
+    /// `failure_mode_allow` would turn into an allow: 503 becomes 401, 400 stays.
+    NoServerErrors,
+    /// nginx turns anything but 2xx/401/403 into a 500: 400 and 503 become 401.
+    Only401And403,
 }
 
 /// The router of the forward-auth port.
@@ -89,7 +91,7 @@ async fn nginx(State(decider): State<Arc<Decider>>, req: Request) -> Response {
         path: header_str(h, "x-original-uri").map(str::to_owned),
         ..check_request(Frontend::Nginx, &req)
     };
-    respond(&decider, &check, Profile::FailClosed401).await
+    respond(&decider, &check, Profile::Only401And403).await
 }
 
 async fn envoy(State(decider): State<Arc<Decider>>, req: Request) -> Response {
@@ -110,8 +112,12 @@ async fn envoy(State(decider): State<Arc<Decider>>, req: Request) -> Response {
         path: Some(path),
         ..check_request(Frontend::EnvoyHttp, &req)
     };
-    respond(&decider, &check, Profile::FailClosed401).await
+    respond(&decider, &check, Profile::NoServerErrors).await
 }
+
+/// Envoy's HTTP mode removes the request headers named here (comma-separated) before the
+/// request goes upstream: the HTTP-mode twin of the gRPC `headers_to_remove`.
+const ENVOY_HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
 
 async fn respond(decider: &Decider, check: &CheckRequest, profile: Profile) -> Response {
     let realm = decider.config().http.realm.as_str();
@@ -119,6 +125,20 @@ async fn respond(decider: &Decider, check: &CheckRequest, profile: Profile) -> R
         Decision::Allow(allow) => {
             let mut response = StatusCode::OK.into_response();
             let headers = response.headers_mut();
+            // Owned headers without a value for this token: a client-sent one must not reach
+            // the upstream. Traefik and nginx drop them by config; Envoy needs to be told.
+            let unset: Vec<&str> = allow
+                .owned_headers
+                .iter()
+                .filter(|owned| !allow.headers.iter().any(|(name, _)| name == *owned))
+                .map(|h| h.as_str())
+                .collect();
+            if check.frontend == Frontend::EnvoyHttp
+                && !unset.is_empty()
+                && let Ok(value) = HeaderValue::from_str(&unset.join(", "))
+            {
+                headers.insert(ENVOY_HEADERS_TO_REMOVE, value);
+            }
             for (name, value) in allow.headers {
                 headers.insert(name, value);
             }
@@ -170,9 +190,12 @@ fn deny_response(deny: &Deny, profile: Profile, realm: &str) -> Response {
     let status = match (kind, profile) {
         (DenyKind::Unauthenticated | DenyKind::InvalidToken, _) => StatusCode::UNAUTHORIZED,
         (DenyKind::InsufficientScope | DenyKind::Forbidden, _) => StatusCode::FORBIDDEN,
-        (DenyKind::InvalidRequest, Profile::Plain) => StatusCode::BAD_REQUEST,
+        (DenyKind::InvalidRequest, Profile::Plain | Profile::NoServerErrors) => {
+            StatusCode::BAD_REQUEST
+        }
         (DenyKind::Unavailable, Profile::Plain) => StatusCode::SERVICE_UNAVAILABLE,
-        (DenyKind::InvalidRequest | DenyKind::Unavailable, Profile::FailClosed401) => {
+        (DenyKind::InvalidRequest, Profile::Only401And403)
+        | (DenyKind::Unavailable, Profile::NoServerErrors | Profile::Only401And403) => {
             StatusCode::UNAUTHORIZED
         }
     };
@@ -223,23 +246,20 @@ mod tests {
     #[test]
     fn statuses_follow_the_response_table_for_every_profile() {
         use DenyReason::*;
-        // (reason, plain status, nginx/envoy-http status)
+        // (reason, /auth status, /envoy status, /auth/nginx status)
         let table = [
-            (MissingToken, 401, 401),
-            (BadSignature, 401, 401),
-            (MultipleTokens, 400, 401),
-            (InsufficientScope, 403, 403),
-            (RouteDenied, 403, 403),
-            (KeysUnavailable, 503, 401),
-            (Overloaded, 503, 401),
+            (MissingToken, 401, 401, 401),
+            (BadSignature, 401, 401, 401),
+            (MultipleTokens, 400, 400, 401),
+            (InsufficientScope, 403, 403, 403),
+            (RouteDenied, 403, 403, 403),
+            (KeysUnavailable, 503, 401, 401),
+            (Overloaded, 503, 401, 401),
         ];
-        for (reason, plain, fail_closed) in table {
+        for (reason, plain, envoy, nginx) in table {
             assert_eq!(parts(reason, Profile::Plain).0, plain, "{reason}");
-            assert_eq!(
-                parts(reason, Profile::FailClosed401).0,
-                fail_closed,
-                "{reason}"
-            );
+            assert_eq!(parts(reason, Profile::NoServerErrors).0, envoy, "{reason}");
+            assert_eq!(parts(reason, Profile::Only401And403).0, nginx, "{reason}");
         }
     }
 
@@ -266,7 +286,7 @@ mod tests {
             scope.contains(r#"error="insufficient_scope""#) && scope.contains(r#"scope="admin""#)
         );
         assert_eq!(challenge(RouteDenied), None);
-        let nginx = parts(EmptyToken, Profile::FailClosed401);
+        let nginx = parts(EmptyToken, Profile::Only401And403);
         assert!(
             nginx
                 .1
@@ -277,10 +297,16 @@ mod tests {
 
     #[test]
     fn unavailable_answers_carry_retry_after_and_a_challenge_when_401() {
-        let (status, challenge, retry) = parts(DenyReason::KeysUnavailable, Profile::FailClosed401);
-        assert_eq!(status, 401);
-        assert_eq!(challenge.as_deref(), Some(r#"Bearer realm="authgate""#));
-        assert_eq!(retry.as_deref(), Some("5"));
+        for profile in [Profile::NoServerErrors, Profile::Only401And403] {
+            let (status, challenge, retry) = parts(DenyReason::KeysUnavailable, profile);
+            assert_eq!(status, 401, "{profile:?}");
+            assert_eq!(
+                challenge.as_deref(),
+                Some(r#"Bearer realm="authgate""#),
+                "{profile:?}"
+            );
+            assert_eq!(retry.as_deref(), Some("5"), "{profile:?}");
+        }
         assert_eq!(parts(DenyReason::Expired, Profile::Plain).2, None);
     }
 }

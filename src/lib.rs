@@ -51,6 +51,9 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// A static key file is unusable.
     #[error(transparent)]
     KeyFile(#[from] KeyFileError),

@@ -119,7 +119,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => {
-            match config::read_file(&file).and_then(|raw| raw.validate()) {
+            // The file as `serve --config FILE` would run it: with the AUTHGATE_* environment.
+            match load(Some(&file), &Overrides::default()) {
                 Ok(cfg) => {
                     println!(
                         "{}: valid ({} issuer(s), {} route(s))",
@@ -160,6 +161,7 @@ fn runtime_main(fut: impl Future<Output = Result<(), RunError>>) -> ExitCode {
     };
     match runtime.block_on(fut) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(RunError::Config(e)) => config_error(&e),
         Err(e) => {
             eprintln!("authgate: {e}");
             ExitCode::from(EXIT_START)
@@ -205,16 +207,7 @@ async fn demo(args: DemoArgs) -> Result<(), RunError> {
     overrides.apply(&mut raw);
     // Ctrl-C on a demo should stop it at once; no load balancer needs a not-ready window here.
     raw.shutdown.grace = Some("0s".to_owned());
-    let config = match raw.validate() {
-        Ok(c) => c,
-        Err(e) => {
-            // Built from known-good values; report rather than panic if that ever changes.
-            for line in e.lines() {
-                eprintln!("authgate: demo config error: {line}");
-            }
-            return Ok(());
-        }
-    };
+    let config = raw.validate()?;
     telemetry::init_tracing(config.log.format, &config.log.level);
     let http = listeners
         .http

@@ -182,7 +182,8 @@ fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
     &bytes[start..]
 }
 
-fn rsa_bits(n: &[u8]) -> usize {
+/// Bits of a big-endian unsigned integer without leading zero bytes.
+pub(crate) fn rsa_bits(n: &[u8]) -> usize {
     match n.first() {
         None => 0,
         Some(&top) => (n.len() - 1) * 8 + (8 - top.leading_zeros() as usize),

@@ -258,8 +258,10 @@ impl Inner {
             return base.mul_f64(0.5 + fastrand::f64() * 0.5);
         }
         let elapsed = st.fetched_at.map_or(Duration::ZERO, |t| t.elapsed());
-        // Refresh at 70-80 % of the TTL, before it expires.
-        let at = st.ttl.mul_f64(0.7 + fastrand::f64() * 0.1);
+        // Refresh at 70-80 % of the TTL, before it expires; and before the set turns unusable
+        // at max_stale, which may be configured shorter than the TTL.
+        let lifetime = st.ttl.min(self.config.max_stale);
+        let at = lifetime.mul_f64(0.7 + fastrand::f64() * 0.1);
         at.saturating_sub(elapsed).max(Duration::from_millis(100))
     }
 

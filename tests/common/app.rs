@@ -82,6 +82,17 @@ impl App {
         false
     }
 
+    /// `/readyz` status code.
+    pub(crate) async fn readyz(&self) -> u16 {
+        self.client
+            .get(self.admin_url("/readyz"))
+            .send()
+            .await
+            .expect("readyz request")
+            .status()
+            .as_u16()
+    }
+
     /// `GET /auth` with this bearer token (or none).
     pub(crate) async fn check(&self, token: Option<&str>) -> reqwest::Response {
         let mut req = self
@@ -110,11 +121,22 @@ impl App {
 
     /// Triggers shutdown and waits for `run` to return.
     pub(crate) async fn stop(mut self) {
+        self.begin_stop();
+        self.join().await.expect("run result");
+    }
+
+    /// Triggers shutdown (as SIGTERM would) without waiting; see [`App::join`].
+    pub(crate) fn begin_stop(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
-        if let Some(task) = self.task.take() {
-            task.await.expect("run task").expect("run result");
+    }
+
+    /// Waits for `run` to return (after [`App::begin_stop`]) and hands back its result.
+    pub(crate) async fn join(mut self) -> Result<(), authgate::RunError> {
+        match self.task.take() {
+            Some(task) => task.await.expect("run task"),
+            None => Ok(()),
         }
     }
 }
@@ -124,5 +146,24 @@ impl Drop for App {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// Calls `probe` every 20 ms until it returns `true`, for at most `limit`; returns whether it
+/// did. For waiting on background work (a refresh, a retry), never on a server to start.
+pub(crate) async fn eventually<F, Fut>(limit: Duration, mut probe: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if probe().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
