@@ -621,15 +621,19 @@ impl Decider {
         if rejected > 0 {
             metrics::counter!(telemetry::CLAIM_HEADERS_REJECTED).increment(rejected as u64);
         }
+        let identity = Identity {
+            subject: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
+            issuer: iss.to_owned(),
+            scopes: granted.iter().map(|s| (*s).to_owned()).collect(),
+            expires_at,
+            claims: Map::new(),
+        };
         Ok(Allow {
             headers,
             owned_headers: Arc::clone(&self.owned_headers),
             identity: Some(Identity {
-                subject: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
-                issuer: iss.to_owned(),
-                scopes: granted.iter().map(|s| (*s).to_owned()).collect(),
-                expires_at,
-                claims: claims.clone(),
+                claims: jws.claims,
+                ..identity
             }),
             token_source: Some(found.source),
         })
