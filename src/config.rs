@@ -199,6 +199,9 @@ pub struct RawToken {
     /// Also read the token from a query parameter of the original URI.
     #[serde(default)]
     pub query: RawQuery,
+    /// Remove the token from the request before it goes upstream (the `Authorization` header
+    /// or the query parameter). Applies where authgate can say so: Envoy ext_authz gRPC.
+    pub strip_upstream: Option<bool>,
 }
 
 /// `token.query:` section.
@@ -471,6 +474,8 @@ pub struct TokenConfig {
     pub header: bool,
     /// Query parameter name when the query source is enabled.
     pub query: Option<String>,
+    /// Remove the token from the upstream request.
+    pub strip_upstream: bool,
 }
 
 /// Claim -> header mapping.
@@ -1116,6 +1121,7 @@ impl RawConfig {
             ),
             header: self.token.header.unwrap_or(true),
             query,
+            strip_upstream: self.token.strip_upstream.unwrap_or(false),
         };
         if !token.header && token.query.is_none() {
             p.add("token", "no token source enabled (header or query)");

@@ -36,6 +36,8 @@ pub enum Frontend {
     EnvoyHttp,
     /// Envoy ext_authz gRPC.
     Grpc,
+    /// `authgate.v1.TokenService/Verify`.
+    TokenService,
 }
 
 impl Frontend {
@@ -46,6 +48,7 @@ impl Frontend {
             Frontend::Nginx => "nginx",
             Frontend::EnvoyHttp => "envoy_http",
             Frontend::Grpc => "grpc",
+            Frontend::TokenService => "token_service",
         }
     }
 }
@@ -65,6 +68,9 @@ pub struct CheckRequest {
     pub authorization: Vec<Vec<u8>>,
     /// The peer that asked (the proxy), for logs.
     pub peer: Option<IpAddr>,
+    /// The adapter could not translate the proxy's request in full (no HTTP attributes, an
+    /// oversized header map): it is denied as a malformed request, never guessed at.
+    pub malformed: bool,
 }
 
 impl CheckRequest {
@@ -77,6 +83,7 @@ impl CheckRequest {
             path: Some("/".to_owned()),
             authorization: Vec::new(),
             peer: None,
+            malformed: false,
         }
     }
 }
@@ -92,6 +99,8 @@ pub enum DenyReason {
     MultipleTokens,
     /// Control or non-ASCII bytes in the Authorization header.
     MalformedAuthorization,
+    /// The proxy's check request itself is incomplete or over its limits.
+    MalformedCheck,
     /// Longer than the token size cap.
     TokenTooLarge,
     /// Not a well-formed compact JWS.
@@ -166,6 +175,7 @@ impl DenyReason {
             EmptyToken => "empty_token",
             MultipleTokens => "multiple_tokens",
             MalformedAuthorization => "malformed_authorization",
+            MalformedCheck => "malformed_check",
             TokenTooLarge => "token_too_large",
             MalformedToken => "malformed_token",
             AlgorithmNotAllowed => "algorithm_not_allowed",
@@ -197,7 +207,9 @@ impl DenyReason {
         use DenyReason::*;
         match self {
             MissingToken => DenyKind::Unauthenticated,
-            EmptyToken | MultipleTokens | MalformedAuthorization => DenyKind::InvalidRequest,
+            EmptyToken | MultipleTokens | MalformedAuthorization | MalformedCheck => {
+                DenyKind::InvalidRequest
+            }
             TokenTooLarge | MalformedToken | AlgorithmNotAllowed | UnsupportedCritical
             | MalformedClaims | UnknownIssuer | IssuerNotAllowed | WrongTokenType
             | MissingExpiry | Expired | NotYetValid | IssuedInFuture | WrongAudience
@@ -475,10 +487,14 @@ impl Decider {
     /// Decides one check: bounded by the concurrency limit (shed, not queued) and by the
     /// per-check deadline while waiting for keys.
     pub async fn decide(&self, req: &CheckRequest) -> Decision {
+        self.decide_with(req, None).await
+    }
+
+    async fn decide_with(&self, req: &CheckRequest, explicit: Option<&Requirement>) -> Decision {
         let started = Instant::now();
         let frontend = req.frontend.as_str();
         let decision = match self.limiter.try_acquire() {
-            Ok(_permit) => self.decide_within_limits(req, started).await,
+            Ok(_permit) => self.decide_within_limits(req, explicit, started).await,
             Err(_) => {
                 metrics::counter!(telemetry::SHED, "frontend" => frontend).increment(1);
                 Decision::Deny(Deny::new(DenyReason::Overloaded))
@@ -507,7 +523,38 @@ impl Decider {
         decision
     }
 
-    async fn decide_within_limits(&self, req: &CheckRequest, started: Instant) -> Decision {
+    /// Decides on a bare token for a caller that is not a proxy (`TokenService/Verify`): no
+    /// route rules apply (a token is always verified); `requirement` takes a route's place.
+    pub async fn decide_token(&self, token: &str, requirement: &Requirement) -> Decision {
+        let mut authorization = b"Bearer ".to_vec();
+        authorization.extend_from_slice(token.as_bytes());
+        let req = CheckRequest {
+            frontend: Frontend::TokenService,
+            method: None,
+            host: None,
+            path: None,
+            authorization: vec![authorization],
+            peer: None,
+            malformed: false,
+        };
+        self.decide_with(&req, Some(requirement)).await
+    }
+
+    async fn decide_within_limits(
+        &self,
+        req: &CheckRequest,
+        explicit: Option<&Requirement>,
+        started: Instant,
+    ) -> Decision {
+        if req.malformed {
+            return Decision::Deny(Deny::new(DenyReason::MalformedCheck));
+        }
+        if let Some(requirement) = explicit {
+            return match self.verify(req, Some(requirement), started).await {
+                Ok(allow) => Decision::Allow(allow),
+                Err(deny) => Decision::Deny(deny),
+            };
+        }
         let route_req = match self.config.routes.iter().find(|r| r.matches(req)) {
             Some(route) => match &route.action {
                 RouteAction::Anonymous => {

@@ -66,6 +66,7 @@ fn check_request(frontend: Frontend, req: &Request) -> CheckRequest {
             .map(|v| v.as_bytes().to_vec())
             .collect(),
         peer: req.extensions().get::<PeerAddr>().map(|p| p.0.ip()),
+        malformed: false,
     }
 }
 

@@ -8,7 +8,7 @@
 //! - [`decision`]: the one brain, `CheckRequest -> Decision`.
 //! - [`token`], [`verify`], [`claims`]: finding, parsing and checking tokens.
 //! - [`keys`]: the `KeySource` trait, the JWKS/discovery cache and static keys.
-//! - [`http`], [`admin`]: the HTTP mouths and the admin port.
+//! - [`http`], [`grpc`], [`admin`]: the HTTP and gRPC mouths and the admin port.
 //! - [`demo`]: the embedded OIDC issuer behind `authgate demo`.
 
 pub mod admin;
@@ -16,6 +16,7 @@ pub mod claims;
 pub mod config;
 pub mod decision;
 pub mod demo;
+pub mod grpc;
 pub mod http;
 pub mod keys;
 pub mod shutdown;
@@ -67,6 +68,8 @@ pub enum RunError {
 pub struct Listeners {
     /// Forward-auth HTTP port.
     pub http: TcpListener,
+    /// gRPC port (ext_authz, TokenService, health, reflection).
+    pub grpc: TcpListener,
     /// Admin port.
     pub admin: TcpListener,
 }
@@ -81,6 +84,7 @@ impl Listeners {
         };
         Ok(Self {
             http: bind("http", config.listen.http).await?,
+            grpc: bind("grpc", config.listen.grpc).await?,
             admin: bind("admin", config.listen.admin).await?,
         })
     }
@@ -154,6 +158,7 @@ pub async fn run(
     let drain = config.shutdown.drain_timeout;
     tracing::info!(
         http = ?listeners.http.local_addr().ok(),
+        grpc = ?listeners.grpc.local_addr().ok(),
         admin = ?listeners.admin.local_addr().ok(),
         issuers = config.issuers.len(),
         "authgate serving"
@@ -163,6 +168,13 @@ pub async fn run(
         listeners.http,
         http::router(Arc::clone(&decider)),
         config.limits.clone(),
+        close_rx.clone(),
+        drain,
+    ));
+    let grpc_server = tokio::spawn(grpc::serve(
+        listeners.grpc,
+        Arc::clone(&decider),
+        Arc::clone(&health),
         close_rx.clone(),
         drain,
     ));
@@ -181,6 +193,7 @@ pub async fn run(
     tokio::time::sleep(config.shutdown.grace).await;
     let _ = close_tx.send(true);
     let _ = http_server.await;
+    let _ = grpc_server.await;
     let _ = admin_server.await;
     let _ = stop_tx.send(true);
     let _ = upkeep.await;

@@ -82,6 +82,9 @@ struct DemoArgs {
     /// Forward-auth HTTP listen address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     http_listen: String,
+    /// gRPC listen address.
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    grpc_listen: String,
     /// Admin listen address.
     #[arg(long, default_value = "127.0.0.1:9090")]
     admin_listen: String,
@@ -186,6 +189,7 @@ async fn demo(args: DemoArgs) -> Result<(), RunError> {
     let issuer_listener = bind("demo issuer", args.issuer_listen).await?;
     let listeners = Listeners {
         http: bind("http", args.http_listen).await?,
+        grpc: bind("grpc", args.grpc_listen).await?,
         admin: bind("admin", args.admin_listen).await?,
     };
     let options = IssuerOptions::default();

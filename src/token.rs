@@ -99,6 +99,7 @@ mod tests {
             max_bytes: 8192,
             header: true,
             query: query.then(|| "access_token".to_owned()),
+            strip_upstream: false,
         }
     }
 

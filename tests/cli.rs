@@ -625,9 +625,10 @@ async fn serve_stays_live_but_not_ready_and_fails_closed_when_the_issuer_is_unre
 #[tokio::test]
 async fn demo_serves_what_its_printed_curl_lines_promise_and_stops_on_sigterm() {
     let scratch = Scratch::new("demo");
-    let [http, admin, issuer_port] = free_ports::<3>();
-    let (http_addr, admin_addr, issuer_addr) = (
+    let [http, grpc, admin, issuer_port] = free_ports::<4>();
+    let (http_addr, grpc_addr, admin_addr, issuer_addr) = (
         format!("127.0.0.1:{http}"),
+        format!("127.0.0.1:{grpc}"),
         format!("127.0.0.1:{admin}"),
         format!("127.0.0.1:{issuer_port}"),
     );
@@ -635,6 +636,8 @@ async fn demo_serves_what_its_printed_curl_lines_promise_and_stops_on_sigterm() 
         "demo",
         "--http-listen",
         &http_addr,
+        "--grpc-listen",
+        &grpc_addr,
         "--admin-listen",
         &admin_addr,
         "--issuer-listen",

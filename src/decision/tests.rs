@@ -715,6 +715,7 @@ fn every_reason_has_a_distinct_label() {
         EmptyToken,
         MultipleTokens,
         MalformedAuthorization,
+        MalformedCheck,
         TokenTooLarge,
         MalformedToken,
         AlgorithmNotAllowed,
@@ -812,5 +813,54 @@ async fn a_tampered_copy_of_a_cached_token_is_still_denied() {
     assert_eq!(
         deny_reason(f.decide_token(&t).await),
         Some(DenyReason::Expired)
+    );
+}
+
+#[tokio::test]
+async fn a_request_the_adapter_could_not_translate_is_a_malformed_request() {
+    let f = fixture("routes: [{action: anonymous}]");
+    let req = CheckRequest {
+        malformed: true,
+        ..bearer(&f.token(&claims()))
+    };
+    let Decision::Deny(d) = f.decide(&req).await else {
+        panic!("deny")
+    };
+    assert_eq!(d.reason, DenyReason::MalformedCheck);
+    assert_eq!(d.kind(), DenyKind::InvalidRequest);
+}
+
+#[tokio::test]
+async fn a_bare_token_is_always_verified_whatever_the_routes_say() {
+    let f = fixture("routes: [{action: anonymous}]");
+    let open = Requirement::default();
+    assert_eq!(
+        deny_reason(f.decider.decide_token("not-a-jwt", &open).await),
+        Some(DenyReason::MalformedToken)
+    );
+    let t = f.token(&claims());
+    let Decision::Allow(a) = f.decider.decide_token(&t, &open).await else {
+        panic!("allow")
+    };
+    assert_eq!(
+        a.identity.expect("identity").subject.as_deref(),
+        Some("alice")
+    );
+    let strict = Requirement {
+        audiences: Some(vec!["billing".to_owned()]),
+        scopes: vec!["admin".to_owned()],
+        ..Requirement::default()
+    };
+    assert_eq!(
+        deny_reason(f.decider.decide_token(&t, &strict).await),
+        Some(DenyReason::WrongAudience)
+    );
+    let scoped = Requirement {
+        scopes: vec!["admin".to_owned()],
+        ..Requirement::default()
+    };
+    assert_eq!(
+        deny_reason(f.decider.decide_token(&t, &scoped).await),
+        Some(DenyReason::InsufficientScope)
     );
 }

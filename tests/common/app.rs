@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 /// A running authgate.
 pub(crate) struct App {
     pub(crate) http: SocketAddr,
+    pub(crate) grpc: SocketAddr,
     pub(crate) admin: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), authgate::RunError>>>,
@@ -35,18 +36,21 @@ impl App {
             .validate()
             .unwrap_or_else(|e| panic!("test config invalid: {e}"));
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
         let (http_addr, admin_addr) = (http.local_addr().unwrap(), admin.local_addr().unwrap());
+        let grpc_addr = grpc.local_addr().unwrap();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(authgate::run(
             config,
-            Listeners { http, admin },
+            Listeners { http, grpc, admin },
             async move {
                 let _ = stop_rx.await;
             },
         ));
         App {
             http: http_addr,
+            grpc: grpc_addr,
             admin: admin_addr,
             stop: Some(stop_tx),
             task: Some(task),
