@@ -432,30 +432,41 @@ impl Inner {
     }
 
     async fn refetch_for_unknown_kid(self: &Arc<Self>, kid: Option<&str>, alg: Alg) -> KeyLookup {
-        let mut rx = {
+        // `joined` is true when a fetch was already running (a scheduled refresh): it may have
+        // left before the IdP rotated, so this check may start its own fetch after it.
+        let (mut rx, joined) = {
             let mut st = lock(&self.state);
             let now = Instant::now();
             let cooling = st
                 .last_unknown_kid_fetch
                 .is_some_and(|t| now.duration_since(t) < self.config.unknown_kid_cooldown);
-            if cooling {
-                match st.in_flight.clone() {
-                    Some(rx) => rx,
-                    None => {
-                        metrics::counter!(telemetry::KEY_CACHE, "result" => "miss_cooldown")
-                            .increment(1);
-                        return KeyLookup::UnknownKid;
+            match (cooling, st.in_flight.clone()) {
+                (true, Some(rx)) => (rx, false),
+                (true, None) => {
+                    metrics::counter!(telemetry::KEY_CACHE, "result" => "miss_cooldown")
+                        .increment(1);
+                    return KeyLookup::UnknownKid;
+                }
+                (false, running) => {
+                    st.last_unknown_kid_fetch = Some(now);
+                    drop(st);
+                    metrics::counter!(telemetry::KEY_CACHE, "result" => "miss_refetch")
+                        .increment(1);
+                    match running {
+                        Some(rx) => (rx, true),
+                        None => (self.begin_fetch(), false),
                     }
                 }
-            } else {
-                st.last_unknown_kid_fetch = Some(now);
-                drop(st);
-                metrics::counter!(telemetry::KEY_CACHE, "result" => "miss_refetch").increment(1);
-                self.begin_fetch()
             }
         };
         until_true(&mut rx).await;
-        self.find_now(kid, alg)
+        let found = self.find_now(kid, alg);
+        if joined && matches!(found, KeyLookup::UnknownKid) {
+            let mut rx = self.begin_fetch();
+            until_true(&mut rx).await;
+            return self.find_now(kid, alg);
+        }
+        found
     }
 }
 
