@@ -167,6 +167,38 @@ pub enum DenyKind {
 }
 
 impl DenyReason {
+    /// Every reason, for exhaustive tests and documentation.
+    pub const ALL: [DenyReason; 28] = [
+        DenyReason::MissingToken,
+        DenyReason::EmptyToken,
+        DenyReason::MultipleTokens,
+        DenyReason::MalformedAuthorization,
+        DenyReason::MalformedCheck,
+        DenyReason::TokenTooLarge,
+        DenyReason::MalformedToken,
+        DenyReason::AlgorithmNotAllowed,
+        DenyReason::UnsupportedCritical,
+        DenyReason::MalformedClaims,
+        DenyReason::UnknownIssuer,
+        DenyReason::IssuerNotAllowed,
+        DenyReason::WrongTokenType,
+        DenyReason::MissingExpiry,
+        DenyReason::Expired,
+        DenyReason::NotYetValid,
+        DenyReason::IssuedInFuture,
+        DenyReason::WrongAudience,
+        DenyReason::UnknownKey,
+        DenyReason::AmbiguousKey,
+        DenyReason::KeyAlgorithmMismatch,
+        DenyReason::BadSignature,
+        DenyReason::InsufficientScope,
+        DenyReason::ClaimMismatch,
+        DenyReason::RouteDenied,
+        DenyReason::KeysUnavailable,
+        DenyReason::DeadlineExceeded,
+        DenyReason::Overloaded,
+    ];
+
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         use DenyReason::*;
