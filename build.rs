@@ -90,6 +90,14 @@ fn envoy_proto_root() -> Option<PathBuf> {
 }
 
 fn stamp_git_commit() {
+    // Builds without .git (a Docker context) pass the commit in: --build-arg AUTHGATE_GIT_COMMIT.
+    println!("cargo:rerun-if-env-changed=AUTHGATE_GIT_COMMIT");
+    if let Ok(commit) = std::env::var("AUTHGATE_GIT_COMMIT")
+        && !commit.trim().is_empty()
+    {
+        println!("cargo:rustc-env=AUTHGATE_GIT_COMMIT={}", commit.trim());
+        return;
+    }
     let commit = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()
