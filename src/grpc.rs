@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::ext_authz::v3::pb::{
-    Authorization, AuthorizationServer, CheckRequest as EnvoyCheckRequest, CheckResponse,
-    DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption, HttpResponse,
-    HttpStatus, OkHttpResponse,
+    Authorization, CheckRequest as EnvoyCheckRequest, CheckResponse, DeniedHttpResponse,
+    HeaderAppendAction, HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
 };
 use envoy_types::pb::envoy::config::core::v3::address;
 use envoy_types::pb::google::protobuf::{ListValue, Struct, Value as PbValue, value::Kind};
@@ -122,6 +121,31 @@ fn peer_ip(req: &EnvoyCheckRequest) -> Option<std::net::IpAddr> {
     }
 }
 
+/// Splits an `authorization` value that Envoy joined from repeated headers with `,`. A comma
+/// starts a new credential only where a scheme follows (a word without `=`, then a space):
+/// `Bearer a,Bearer b` is two credentials, while the `, Signature=...` parameters of one
+/// AWS SigV4 or Digest credential stay together.
+fn split_joined_credentials(value: &str) -> Vec<Vec<u8>> {
+    let mut credentials: Vec<String> = Vec::new();
+    for part in value.split(',') {
+        let trimmed = part.trim_start();
+        let starts_credential = trimmed
+            .split_once(' ')
+            .is_some_and(|(word, _)| !word.is_empty() && !word.contains('='));
+        match credentials.last_mut() {
+            Some(current) if !starts_credential => {
+                current.push(',');
+                current.push_str(part);
+            }
+            _ => credentials.push(trimmed.to_owned()),
+        }
+    }
+    credentials
+        .into_iter()
+        .map(|c| c.trim_end().as_bytes().to_vec())
+        .collect()
+}
+
 /// Translates Envoy's CheckRequest. Envoy joins repeated headers with `,` in the `headers` map;
 /// a JWT never contains a comma, so each part is one Authorization value.
 fn to_check_request(req: &EnvoyCheckRequest, max_header_bytes: usize) -> CheckRequest {
@@ -148,7 +172,7 @@ fn to_check_request(req: &EnvoyCheckRequest, max_header_bytes: usize) -> CheckRe
     for (name, value) in &http.headers {
         header_bytes += name.len() + value.len();
         if name.eq_ignore_ascii_case("authorization") {
-            authorization.extend(value.split(',').map(|v| v.trim().as_bytes().to_vec()));
+            authorization.extend(split_joined_credentials(value));
         }
     }
     if let Some(map) = &http.header_map {
@@ -286,6 +310,118 @@ impl ExtAuthz {
     }
 }
 
+/// The ext_authz server. It is tonic's generated `AuthorizationServer` in all but the decoder: a
+/// CheckRequest that does not decode (invalid UTF-8 in a header value a client sent, an
+/// oversized message) becomes an empty CheckRequest, which is denied as `malformed_check`. An
+/// RPC error instead would let `failure_mode_allow: true` turn the client's garbage into an
+/// allow.
+#[derive(Debug, Clone)]
+pub struct ExtAuthzServer {
+    inner: Arc<ExtAuthz>,
+}
+
+impl ExtAuthzServer {
+    /// The server for this decider.
+    pub fn new(decider: Arc<Decider>) -> Self {
+        Self {
+            inner: Arc::new(ExtAuthz { decider }),
+        }
+    }
+}
+
+impl tonic::server::NamedService for ExtAuthzServer {
+    const NAME: &'static str = "envoy.service.auth.v3.Authorization";
+}
+
+/// Decodes CheckRequests, mapping what cannot be decoded to an empty request.
+#[derive(Debug, Default)]
+struct LenientDecoder;
+
+impl tonic::codec::Decoder for LenientDecoder {
+    type Item = EnvoyCheckRequest;
+    type Error = Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<EnvoyCheckRequest>, Status> {
+        use prost::bytes::Buf as _;
+        if buf.remaining() > MAX_MESSAGE_BYTES {
+            buf.advance(buf.remaining());
+            return Ok(Some(EnvoyCheckRequest::default()));
+        }
+        match <EnvoyCheckRequest as prost::Message>::decode(&mut *buf) {
+            Ok(request) => Ok(Some(request)),
+            Err(error) => {
+                tracing::debug!(%error, "undecodable CheckRequest");
+                buf.advance(buf.remaining());
+                Ok(Some(EnvoyCheckRequest::default()))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct LenientCodec;
+
+impl tonic::codec::Codec for LenientCodec {
+    type Encode = CheckResponse;
+    type Decode = EnvoyCheckRequest;
+    type Encoder = tonic_prost::ProstEncoder<CheckResponse>;
+    type Decoder = LenientDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::new(tonic::codec::BufferSettings::default())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        LenientDecoder
+    }
+}
+
+struct CheckMethod(Arc<ExtAuthz>);
+
+impl tonic::server::UnaryService<EnvoyCheckRequest> for CheckMethod {
+    type Response = CheckResponse;
+    type Future = tonic::codegen::BoxFuture<Response<CheckResponse>, Status>;
+
+    fn call(&mut self, request: Request<EnvoyCheckRequest>) -> Self::Future {
+        let inner = Arc::clone(&self.0);
+        Box::pin(async move { inner.check(request).await })
+    }
+}
+
+impl<B> tonic::codegen::Service<http::Request<B>> for ExtAuthzServer
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != "/envoy.service.auth.v3.Authorization/Check" {
+            return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
+        }
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            // The transport bound; anything between it and MAX_MESSAGE_BYTES is denied by the
+            // decoder instead of failing the RPC.
+            let mut grpc = tonic::server::Grpc::new(LenientCodec)
+                .apply_max_message_size_config(Some(16 * MAX_MESSAGE_BYTES), None);
+            Ok(grpc.unary(CheckMethod(inner), request).await)
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl Authorization for ExtAuthz {
     async fn check(
@@ -372,15 +508,22 @@ pub async fn serve(
     drain_timeout: Duration,
 ) {
     let (reporter, health_service) = tonic_health::server::health_reporter();
+    let names = [
+        "",
+        "envoy.service.auth.v3.Authorization",
+        "authgate.v1.TokenService",
+    ];
+    // tonic-health starts "" as SERVING; until the checker task has looked, a probe arriving
+    // at start-up must not see SERVING without a key set.
+    for name in names {
+        reporter
+            .set_service_status(name, tonic_health::ServingStatus::NotServing)
+            .await;
+    }
     let checker = {
         let decider = Arc::clone(&decider);
         let mut close = close.clone();
         async move {
-            let names = [
-                "",
-                "envoy.service.auth.v3.Authorization",
-                "authgate.v1.TokenService",
-            ];
             let mut last = None;
             let mut tick = tokio::time::interval(Duration::from_millis(200));
             loop {
@@ -420,10 +563,7 @@ pub async fn serve(
     let reflection_v1alpha = reflection().build_v1alpha();
 
     let max = MAX_MESSAGE_BYTES;
-    let ext_authz = AuthorizationServer::new(ExtAuthz {
-        decider: Arc::clone(&decider),
-    })
-    .max_decoding_message_size(max);
+    let ext_authz = ExtAuthzServer::new(Arc::clone(&decider));
     let tokens = TokenServiceServer::new(Tokens { decider }).max_decoding_message_size(max);
     let limits_header_bytes = u32::try_from(MAX_MESSAGE_BYTES).unwrap_or(u32::MAX);
 
@@ -464,4 +604,39 @@ pub async fn serve(
         }
     }
     checker.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(value: &str) -> Vec<String> {
+        split_joined_credentials(value)
+            .into_iter()
+            .map(|v| String::from_utf8(v).expect("utf-8"))
+            .collect()
+    }
+
+    #[test]
+    fn joined_bearer_headers_split_into_separate_credentials() {
+        assert_eq!(
+            split("Bearer a.b.c,Bearer d.e.f"),
+            ["Bearer a.b.c", "Bearer d.e.f"]
+        );
+        assert_eq!(
+            split("Bearer a.b.c, Basic dXNlcg=="),
+            ["Bearer a.b.c", "Basic dXNlcg=="]
+        );
+        assert_eq!(split("Bearer a.b.c"), ["Bearer a.b.c"]);
+    }
+
+    #[test]
+    fn commas_inside_one_credential_stay_together() {
+        let sigv4 = "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-date, Signature=abc";
+        assert_eq!(split(sigv4), [sigv4]);
+        let digest = r#"Digest username="u", realm="r", nonce="n", uri="/", response="x""#;
+        assert_eq!(split(digest), [digest]);
+        // A token68 cannot hold a comma: what follows one is part of the same (bad) token.
+        assert_eq!(split("Bearer a,b"), ["Bearer a,b"]);
+    }
 }

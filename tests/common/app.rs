@@ -71,6 +71,18 @@ impl App {
         format!("http://{}{}", self.admin, path)
     }
 
+    /// A gRPC channel to the gRPC port. The listener is bound before `run` starts, so this
+    /// connects at once; every call on it gives up after 5 s instead of hanging a test.
+    pub(crate) async fn grpc_channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc))
+            .expect("grpc endpoint")
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("connect to the grpc port")
+    }
+
     /// Polls `/readyz` until it answers 200, for at most `limit`. Waits for the key fetch, not
     /// for the server: the listeners are bound before `run` starts.
     pub(crate) async fn wait_ready(&self, limit: Duration) -> bool {
