@@ -1,0 +1,270 @@
+#!/usr/bin/env bash
+# authgate end to end, behind real proxies: `bash tests/e2e/run.sh`.
+#
+# Installs what it needs (install.sh), builds authgate (release), starts on 127.0.0.1 a real
+# OIDC provider (tests/e2e/idp), an echoing upstream (upstream.py) and three authgate
+# instances pointed at the IdP through discovery, then runs the proxy sections that exist, in
+# this order: nginx.sh, traefik.sh, envoy.sh. Each check prints `PASS: name` or
+# `FAIL: name (details)`; the last line is `N passed, M failed`, and the exit code is non-zero
+# when anything failed. Every process it starts is stopped by PID on exit, whatever happens.
+#
+# The authgate instances (all with leeway 0s, so a 2-second token is expired 2 s later):
+#   main   (AG_HTTP/AG_GRPC/AG_ADMIN)    Bearer header only; routes /public anonymous,
+#                                        /admin needs scope api:admin, /denied is denied
+#   query  (AGQ_HTTP/AGQ_GRPC/AGQ_ADMIN) also reads ?access_token=, strip_upstream on
+#   stale  (AGS_HTTP/AGS_GRPC/AGS_ADMIN) keys.max_stale 3s: stop the IdP and it denies all
+#
+# What a section can use (all exported): the ports above, UPSTREAM_PORT, IDP_PORT, IDP_URL
+# (= the issuer; resources and client in idp/idp.mjs), ENVOY_BIN, TRAEFIK_BIN, NGINX_BIN,
+# AUTHGATE_BIN, E2E_DIR, E2E_TMP, REPO_ROOT; the functions of
+# lib.sh and, below, mint, mint_expired, tamper, jwt_header, jwt_claim, idp_stop, idp_start,
+# idp_restart, idp_outage_begin, idp_outage_end. A section starts its proxies with start_bg
+# (so they are stopped on exit), runs each check through `check` (a subshell: start or stop
+# processes outside it), prefixes its own function and variable names (ngx_, ...) and check
+# names (`nginx: ...`), and leaves the IdP running when it ends.
+#
+# Environment: E2E_KEEP_TMP=1 keeps the scratch directory (logs, generated configs) even when
+# everything passed; it is always kept after a failure. E2E_SKIP_INSTALL=1 skips install.sh.
+# E2E_SECTIONS="nginx envoy" runs only those sections (default: all three).
+
+set -uo pipefail
+
+E2E_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$E2E_DIR/../.." && pwd)"
+E2E_TMP="$(mktemp -d "${TMPDIR:-/tmp}/authgate-e2e.XXXXXX")"
+export E2E_DIR REPO_ROOT E2E_TMP
+
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$E2E_DIR/lib.sh"
+# The interpreter itself, not a version manager's shim, so that a PID is the server's own.
+E2E_PYTHON="$(python3 -c 'import sys; print(sys.executable)')"
+export E2E_PYTHON
+
+finish() {
+    local rc=$?
+    stop_all
+    if ((E2E_FAILED > 0 || rc != 0)) || [[ ${E2E_KEEP_TMP:-} == 1 ]]; then
+        log "logs and generated files kept in $E2E_TMP"
+    else
+        rm -rf "$E2E_TMP"
+    fi
+}
+trap finish EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# The end of a run that cannot go on: one FAIL line, the summary, a non-zero exit.
+abort() {
+    fail "$1" "$2"
+    summary
+    exit 1
+}
+
+# --- tools -----------------------------------------------------------------------------------
+if [[ ${E2E_SKIP_INSTALL:-} != 1 ]]; then
+    log "installing (skips what is present)"
+    bash "$E2E_DIR/install.sh" || abort "install" "tests/e2e/install.sh failed"
+fi
+ENVOY_BIN="$E2E_DIR/.venv/lib/python3.11/site-packages/envoy/_bin/envoy"
+for candidate in "$E2E_DIR"/.venv/lib/python3*/site-packages/envoy/_bin/envoy; do
+    [[ -x $candidate ]] && ENVOY_BIN=$candidate
+done
+TRAEFIK_BIN="$E2E_DIR/.venv/bin/traefik"
+NGINX_BIN="$(command -v nginx || echo /usr/sbin/nginx)"
+export ENVOY_BIN TRAEFIK_BIN NGINX_BIN
+
+log "cargo build --release"
+build_started=$SECONDS
+(cd "$REPO_ROOT" && cargo build --release --quiet) || abort "build" "cargo build --release failed"
+suite_started=$SECONDS
+log "built in $((suite_started - build_started))s"
+AUTHGATE_BIN="$REPO_ROOT/target/release/authgate"
+export AUTHGATE_BIN
+
+# --- the IdP ---------------------------------------------------------------------------------
+IDP_PORT=$(free_port)
+IDP_URL="http://127.0.0.1:$IDP_PORT"
+IDP_CLIENT=e2e-client
+IDP_SECRET=e2e-secret
+IDP_KEYS="$E2E_TMP/idp-keys.json"
+export IDP_PORT IDP_URL IDP_CLIENT IDP_SECRET
+
+# idp_start [--rotate]: start the IdP (keys kept in IDP_KEYS across restarts) and wait until
+# it answers discovery and, once the stale instance runs, until that one has fetched from it.
+idp_start() {
+    start_bg idp node "$E2E_DIR/idp/idp.mjs" --port "$IDP_PORT" --keys "$IDP_KEYS" "$@"
+    wait_http "$IDP_URL/.well-known/openid-configuration" 200 30 || return 1
+    [[ -z $(pid_of authgate-stale) ]] || wait_stale_fresh
+}
+
+# wait_stale_fresh: the stale instance (max_stale 3s) can lapse while the IdP restarts; wait,
+# bounded, until it is ready with a key set fetched within the last second.
+wait_stale_fresh() {
+    local body i
+    for ((i = 0; i < 100; i++)); do
+        body=$(curl -s --max-time 1 -w ' %{http_code}' "http://127.0.0.1:$AGS_ADMIN/readyz" 2>/dev/null)
+        [[ $body =~ age\ [01]s\).*\ 200$ ]] && return 0
+        sleep 0.1
+    done
+    log "wait_stale_fresh: the stale instance has no fresh key set: $body"
+    return 1
+}
+idp_stop() { stop_one idp 5; }
+# idp_restart [--rotate]: with --rotate, a new RSA key signs RS256/PS256 tokens from now on.
+idp_restart() {
+    idp_stop
+    idp_start "$@"
+}
+
+# mint RESOURCE [SCOPE]: print a fresh access token for RESOURCE (client credentials grant).
+mint() {
+    curl -s --max-time 5 -u "$IDP_CLIENT:$IDP_SECRET" -d grant_type=client_credentials \
+        --data-urlencode "resource=$1" --data-urlencode "scope=${2:-api:read}" "$IDP_URL/token" |
+        jq -r '.access_token // empty'
+}
+
+b64url_decode() {
+    local s=${1//-/+}
+    s=${s//_//}
+    case $((${#s} % 4)) in
+    2) s+="==" ;;
+    3) s+="=" ;;
+    esac
+    printf '%s' "$s" | base64 -d 2>/dev/null
+}
+b64url_encode() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
+
+# jwt_header TOKEN FIELD / jwt_claim TOKEN CLAIM: one value of a token (no verification).
+jwt_header() { b64url_decode "${1%%.*}" | jq -r --arg f "$2" '.[$f] // empty'; }
+jwt_claim() {
+    local rest=${1#*.}
+    b64url_decode "${rest%%.*}" | jq -r --arg f "$2" '.[$f] // empty'
+}
+
+# tamper TOKEN: the same token with `sub` changed to admin, header and signature kept.
+tamper() {
+    local header=${1%%.*} rest=${1#*.} payload
+    payload=$(b64url_decode "${rest%%.*}" | jq -c '.sub = "admin"' | b64url_encode)
+    printf '%s.%s.%s' "$header" "$payload" "${rest#*.}"
+}
+
+# mint_expired: an otherwise valid RS256 token (audience urn:authgate:rs256) that has expired:
+# minted at start-up for urn:authgate:short (2 s lifetime); waits, bounded, until it is past.
+mint_expired() {
+    local exp now
+    exp=$(jwt_claim "$SHORT_TOKEN" exp)
+    now=$(date +%s)
+    if [[ $exp =~ ^[0-9]+$ ]] && ((now <= exp && exp - now < 10)); then
+        sleep $((exp - now + 1))
+    fi
+    printf '%s' "$SHORT_TOKEN"
+}
+
+# idp_outage_begin: stop the IdP and wait (bounded) until the stale instance has no usable
+# key set (/readyz 503). idp_outage_end: start it again with the same keys and wait until the
+# stale instance is ready again.
+idp_outage_begin() {
+    idp_stop
+    wait_http "http://127.0.0.1:$AGS_ADMIN/readyz" 503 15
+}
+idp_outage_end() {
+    idp_start
+}
+export -f idp_start wait_stale_fresh idp_stop idp_restart mint b64url_decode b64url_encode jwt_header jwt_claim \
+    tamper mint_expired idp_outage_begin idp_outage_end
+
+log "scratch directory $E2E_TMP"
+idp_start || abort "idp start" "the IdP did not answer discovery; see $E2E_TMP/idp.log"
+# Minted now so it has expired by the time a section needs it (mint_expired).
+SHORT_TOKEN=$(mint urn:authgate:short)
+[[ -n $SHORT_TOKEN ]] || abort "idp token" "no token from $IDP_URL/token; see $E2E_TMP/idp.log"
+export SHORT_TOKEN
+
+# --- the upstream ----------------------------------------------------------------------------
+UPSTREAM_PORT=$(free_port)
+export UPSTREAM_PORT
+start_bg upstream "$E2E_PYTHON" "$E2E_DIR/upstream.py" "$UPSTREAM_PORT"
+
+# --- authgate --------------------------------------------------------------------------------
+# write_config NAME HTTP GRPC ADMIN EXTRA: a config file for one instance; EXTRA is YAML
+# appended at the top level.
+write_config() {
+    local name=$1 http=$2 grpc=$3 admin=$4 extra=$5
+    cat >"$E2E_TMP/authgate-$name.yaml" <<EOF
+# authgate instance "$name" of the e2e suite (generated by tests/e2e/run.sh)
+listen: {http: "127.0.0.1:$http", grpc: "127.0.0.1:$grpc", admin: "127.0.0.1:$admin"}
+log: {level: "info,authgate::decision=debug"}
+issuers:
+  - issuer: "$IDP_URL"
+audiences: [urn:authgate:rs256, urn:authgate:ps256, urn:authgate:es256, urn:authgate:eddsa]
+# No leeway, so a token minted with a 2 s lifetime is expired 2 s later.
+leeway: 0s
+routes:
+  - {path_prefix: /public, action: anonymous}
+  - {path_prefix: /admin, action: require, require: {scopes: ["api:admin"]}}
+  - {path_prefix: /denied, action: deny}
+shutdown: {grace: 0s, drain_timeout: 1s}
+$extra
+EOF
+}
+
+AG_HTTP=$(free_port) AG_GRPC=$(free_port) AG_ADMIN=$(free_port)
+AGQ_HTTP=$(free_port) AGQ_GRPC=$(free_port) AGQ_ADMIN=$(free_port)
+AGS_HTTP=$(free_port) AGS_GRPC=$(free_port) AGS_ADMIN=$(free_port)
+export AG_HTTP AG_GRPC AG_ADMIN AGQ_HTTP AGQ_GRPC AGQ_ADMIN AGS_HTTP AGS_GRPC AGS_ADMIN
+
+# Each proxy section rotates the IdP's key once; a short unknown-kid cooldown lets every one of
+# them trigger its own refetch (the default 30 s would deny the next section's new kid).
+write_config main "$AG_HTTP" "$AG_GRPC" "$AG_ADMIN" \
+    'keys: {unknown_kid_cooldown: 1s}'
+write_config query "$AGQ_HTTP" "$AGQ_GRPC" "$AGQ_ADMIN" \
+    'keys: {unknown_kid_cooldown: 1s}
+token: {query: {enabled: true}, strip_upstream: true}'
+# Refreshed every ~2.3 s (70-80 % of max_stale) while the IdP is up; 3 s after it goes
+# down, checks are denied as keys_unavailable. Fast retries so it is back soon after.
+write_config stale "$AGS_HTTP" "$AGS_GRPC" "$AGS_ADMIN" \
+    'keys: {max_stale: 3s, min_ttl: 1s, retry_initial: 200ms, retry_max: 1s, unknown_kid_cooldown: 1s}'
+
+for name in main query stale; do
+    "$AUTHGATE_BIN" check-config "$E2E_TMP/authgate-$name.yaml" >/dev/null ||
+        abort "authgate config $name" "check-config rejected $E2E_TMP/authgate-$name.yaml"
+    start_bg "authgate-$name" "$AUTHGATE_BIN" serve --config "$E2E_TMP/authgate-$name.yaml"
+done
+
+ready=1
+for admin in "$AG_ADMIN" "$AGQ_ADMIN" "$AGS_ADMIN"; do
+    wait_http "http://127.0.0.1:$admin/readyz" 200 30 || ready=0
+done
+wait_http "http://127.0.0.1:$UPSTREAM_PORT/" 200 10 || ready=0
+((ready)) || abort "start-up" "authgate or the upstream did not become ready; see $E2E_TMP/*.log"
+log "IdP $IDP_URL, upstream :$UPSTREAM_PORT, authgate main :$AG_HTTP query :$AGQ_HTTP stale :$AGS_HTTP"
+
+# --- the proxy sections ----------------------------------------------------------------------
+for section in ${E2E_SECTIONS:-nginx traefik envoy}; do
+    if [[ -f $E2E_DIR/$section.sh ]]; then
+        log "section $section"
+        # shellcheck source=/dev/null
+        source "$E2E_DIR/$section.sh"
+    fi
+done
+
+# --- metrics ---------------------------------------------------------------------------------
+# After the sections, so that every kind of series (allows, denials, fetch failures) exists.
+promtool_clean() {
+    local name=$1 admin=$2 out rc=0
+    curl -s --max-time 5 "http://127.0.0.1:$admin/metrics" >"$E2E_TMP/metrics-$name.txt" ||
+        { echo "no /metrics answer"; return 1; }
+    grep -q '^authgate_decisions_total' "$E2E_TMP/metrics-$name.txt" ||
+        { echo "no authgate_decisions_total series"; return 1; }
+    out=$(promtool check metrics <"$E2E_TMP/metrics-$name.txt" 2>&1) || rc=$?
+    if ((rc != 0)) || [[ -n $out ]]; then
+        printf 'promtool (exit %d): %s\n' "$rc" "$out"
+        return 1
+    fi
+}
+check "metrics: promtool check metrics reports nothing (main)" promtool_clean main "$AG_ADMIN"
+check "metrics: promtool check metrics reports nothing (query)" promtool_clean query "$AGQ_ADMIN"
+check "metrics: promtool check metrics reports nothing (stale)" promtool_clean stale "$AGS_ADMIN"
+
+log "checks done in $((SECONDS - suite_started))s after the build ($SECONDS s in all)"
+summary
