@@ -101,6 +101,9 @@ pub enum DenyReason {
     MalformedAuthorization,
     /// The proxy's check request itself is incomplete or over its limits.
     MalformedCheck,
+    /// The original path could be read differently by the upstream (encoded `/`, `..` above
+    /// the root, `;`, backslashes) while route rules depend on the path.
+    AmbiguousPath,
     /// Longer than the token size cap.
     TokenTooLarge,
     /// Not a well-formed compact JWS.
@@ -168,12 +171,13 @@ pub enum DenyKind {
 
 impl DenyReason {
     /// Every reason, for exhaustive tests and documentation.
-    pub const ALL: [DenyReason; 28] = [
+    pub const ALL: [DenyReason; 29] = [
         DenyReason::MissingToken,
         DenyReason::EmptyToken,
         DenyReason::MultipleTokens,
         DenyReason::MalformedAuthorization,
         DenyReason::MalformedCheck,
+        DenyReason::AmbiguousPath,
         DenyReason::TokenTooLarge,
         DenyReason::MalformedToken,
         DenyReason::AlgorithmNotAllowed,
@@ -208,6 +212,7 @@ impl DenyReason {
             MultipleTokens => "multiple_tokens",
             MalformedAuthorization => "malformed_authorization",
             MalformedCheck => "malformed_check",
+            AmbiguousPath => "ambiguous_path",
             TokenTooLarge => "token_too_large",
             MalformedToken => "malformed_token",
             AlgorithmNotAllowed => "algorithm_not_allowed",
@@ -239,9 +244,11 @@ impl DenyReason {
         use DenyReason::*;
         match self {
             MissingToken => DenyKind::Unauthenticated,
-            EmptyToken | MultipleTokens | MalformedAuthorization | MalformedCheck => {
-                DenyKind::InvalidRequest
-            }
+            EmptyToken
+            | MultipleTokens
+            | MalformedAuthorization
+            | MalformedCheck
+            | AmbiguousPath => DenyKind::InvalidRequest,
             TokenTooLarge | MalformedToken | AlgorithmNotAllowed | UnsupportedCritical
             | MalformedClaims | UnknownIssuer | IssuerNotAllowed | WrongTokenType
             | MissingExpiry | Expired | NotYetValid | IssuedInFuture | WrongAudience
@@ -393,6 +400,8 @@ pub struct Decider {
     clock: Arc<dyn Clock>,
     owned_headers: Arc<[HeaderName]>,
     verified: Option<VerifiedCache>,
+    /// Whether any route rule looks at the path.
+    has_path_rules: bool,
 }
 
 fn host_without_port(host: &str) -> &str {
@@ -418,8 +427,58 @@ fn glob_match(pattern: &[u8], path: &[u8]) -> bool {
     }
 }
 
+/// The path as route rules see it: percent-decoded, `.` and `..` segments resolved, repeated
+/// slashes merged, query and fragment dropped. `None` when a proxy and an upstream could read it
+/// differently: an encoded `/`, `\` or `%`, a backslash, a `;` (`..;/` path parameters), a control
+/// byte, invalid UTF-8, `..` above the root, or no leading `/`.
+fn canonical_path(raw: &str) -> Option<String> {
+    let path = raw.split(['?', '#']).next().unwrap_or("");
+    if !path.starts_with('/') {
+        return None;
+    }
+    let ambiguous = |b: u8| b == b'\\' || b == b';' || b < 0x20 || b == 0x7f;
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            let value = u8::from_str_radix(hex, 16).ok()?;
+            if value == b'/' || value == b'%' || ambiguous(value) {
+                return None;
+            }
+            decoded.push(value);
+            i += 3;
+        } else {
+            if ambiguous(b) {
+                return None;
+            }
+            decoded.push(b);
+            i += 1;
+        }
+    }
+    let text = String::from_utf8(decoded).ok()?;
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in text.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop()?;
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut canonical = format!("/{}", segments.join("/"));
+    if text.ends_with('/') && !segments.is_empty() {
+        canonical.push('/');
+    }
+    Some(canonical)
+}
+
 impl Route {
-    fn matches(&self, req: &CheckRequest) -> bool {
+    /// Whether this rule matches; `path` is the canonical path (`None`: the proxy did not say).
+    fn matches(&self, req: &CheckRequest, path: Option<&str>) -> bool {
         if let Some(host) = &self.host {
             let Some(req_host) = req.host.as_deref() else {
                 return false;
@@ -436,10 +495,6 @@ impl Route {
                 return false;
             }
         }
-        let path = req
-            .path
-            .as_deref()
-            .map(|p| p.split(['?', '#']).next().unwrap_or(""));
         match (&self.path, path) {
             (PathMatch::Any, _) => true,
             // No original path known: only path-agnostic rules match, so a missing header can
@@ -488,7 +543,12 @@ impl Decider {
                 .time_to_live(cache.ttl)
                 .build()
         });
+        let has_path_rules = config
+            .routes
+            .iter()
+            .any(|r| !matches!(r.path, PathMatch::Any));
         Self {
+            has_path_rules,
             verified,
             limiter: Semaphore::new(config.limits.max_concurrent_checks),
             config,
@@ -587,7 +647,22 @@ impl Decider {
                 Err(deny) => Decision::Deny(deny),
             };
         }
-        let route_req = match self.config.routes.iter().find(|r| r.matches(req)) {
+        let path = match req.path.as_deref().map(canonical_path) {
+            None => None,
+            Some(Some(path)) => Some(path),
+            // A path the upstream may read differently cannot be matched against path rules
+            // safely either way (an anonymous rule opened, a deny rule skipped).
+            Some(None) if self.has_path_rules => {
+                return Decision::Deny(Deny::new(DenyReason::AmbiguousPath));
+            }
+            Some(None) => None,
+        };
+        let route = self
+            .config
+            .routes
+            .iter()
+            .find(|r| r.matches(req, path.as_deref()));
+        let route_req = match route {
             Some(route) => match &route.action {
                 RouteAction::Anonymous => {
                     return Decision::Allow(Allow {

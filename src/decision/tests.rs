@@ -834,3 +834,92 @@ async fn a_bare_token_is_always_verified_whatever_the_routes_say() {
         Some(DenyReason::InsufficientScope)
     );
 }
+
+#[test]
+fn canonical_paths_resolve_dots_and_refuse_what_an_upstream_could_read_differently() {
+    let cases = [
+        ("/a/b", Some("/a/b")),
+        ("/a//b/", Some("/a/b/")),
+        ("/a/./b/../c?x=/..", Some("/a/c")),
+        ("/public/../admin/users", Some("/admin/users")),
+        ("/public/%2e%2e/admin", Some("/admin")),
+        ("/%7Euser/%41", Some("/~user/A")),
+        ("/", Some("/")),
+        ("/public/..%2fadmin", None),
+        ("/public/..;/admin", None),
+        ("/a\\b", None),
+        ("/a%5cb", None),
+        ("/a%252e", None),
+        ("/..", None),
+        ("/a/%00", None),
+        ("/a/%zz", None),
+        ("/a/%c3", None),
+        ("relative", None),
+        ("*", None),
+    ];
+    for (raw, expected) in cases {
+        assert_eq!(canonical_path(raw).as_deref(), expected, "{raw}");
+    }
+}
+
+#[tokio::test]
+async fn dot_segments_cannot_reach_a_protected_path_through_an_anonymous_rule() {
+    let f = fixture(
+        "routes:\n  - {path_prefix: /public, action: anonymous}\n  - {path_glob: \"/internal/**\", action: deny}\n",
+    );
+    let req = |path: &str| CheckRequest {
+        path: Some(path.to_owned()),
+        ..CheckRequest::for_test()
+    };
+    for path in [
+        "/public/../admin/users",
+        "/public/%2e%2e/admin",
+        "/public/./../admin",
+    ] {
+        assert_eq!(
+            deny_reason(f.decide(&req(path)).await),
+            Some(DenyReason::MissingToken),
+            "{path}"
+        );
+    }
+    for path in [
+        "/public/..%2fadmin",
+        "/public/..;/admin",
+        "/public\\..\\admin",
+        "/../public",
+    ] {
+        assert_eq!(
+            deny_reason(f.decide(&req(path)).await),
+            Some(DenyReason::AmbiguousPath),
+            "{path}"
+        );
+    }
+    let t = f.token(&claims());
+    let with_token = |path: &str| CheckRequest {
+        path: Some(path.to_owned()),
+        ..bearer(&t)
+    };
+    assert_eq!(
+        deny_reason(f.decide(&with_token("/public/../internal/x")).await),
+        Some(DenyReason::RouteDenied)
+    );
+    assert_eq!(
+        deny_reason(f.decide(&with_token("//internal//x")).await),
+        Some(DenyReason::RouteDenied)
+    );
+    assert_eq!(deny_reason(f.decide(&req("/public/%41")).await), None);
+    // Without path rules the path does not matter, odd or not.
+    let plain = fixture("");
+    let t = plain.token(&claims());
+    assert_eq!(
+        deny_reason(
+            plain
+                .decide(&CheckRequest {
+                    path: Some("/a;b".to_owned()),
+                    ..bearer(&t)
+                })
+                .await
+        ),
+        None
+    );
+}
