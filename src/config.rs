@@ -200,7 +200,8 @@ pub struct RawToken {
     #[serde(default)]
     pub query: RawQuery,
     /// Remove the token from the request before it goes upstream (the `Authorization` header
-    /// or the query parameter). Applies where authgate can say so: Envoy ext_authz gRPC.
+    /// or the query parameter). Applies where authgate can say so: Envoy ext_authz gRPC (both)
+    /// and Envoy's HTTP mode (the header).
     pub strip_upstream: Option<bool>,
 }
 

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::claims::{claim_headers, granted_scopes};
 use crate::config::{
-    AudienceMatch, Config, IssuerConfig, PathMatch, Requirement, Route, RouteAction,
+    AudienceMatch, Config, IssuerConfig, PathMatch, Requirement, Route, RouteAction, TokenConfig,
 };
 use crate::keys::{KeyHealth, KeyLookup, KeySource, VerifyingKey};
 use crate::telemetry;
@@ -326,6 +326,39 @@ pub struct Allow {
     pub identity: Option<Identity>,
     /// Where the token was found (`None` on an anonymous route).
     pub token_source: Option<TokenSource>,
+}
+
+impl Allow {
+    /// Request headers that must not reach the upstream with this allow: every owned header
+    /// without a value for this token (a client-sent one would pose as identity), the
+    /// underscore spelling of every owned header (`x_auth_subject`, which CGI-style upstreams
+    /// read as `x-auth-subject`), and with `strip_upstream` the `authorization` header that
+    /// carried the token.
+    pub fn headers_to_remove(&self, token: &TokenConfig) -> Vec<String> {
+        let mut remove = Vec::new();
+        for owned in self.owned_headers.iter() {
+            if !self.headers.iter().any(|(name, _)| name == owned) {
+                remove.push(owned.as_str().to_owned());
+            }
+            let underscored = owned.as_str().replace('-', "_");
+            if underscored != owned.as_str() {
+                remove.push(underscored);
+            }
+        }
+        if token.strip_upstream && self.token_source == Some(TokenSource::Header) {
+            remove.push("authorization".to_owned());
+        }
+        remove
+    }
+
+    /// Query parameters that must not reach the upstream: the one that carried the token,
+    /// with `strip_upstream`.
+    pub fn query_parameters_to_remove(&self, token: &TokenConfig) -> Vec<String> {
+        match (&token.query, self.token_source) {
+            (Some(name), Some(TokenSource::Query)) if token.strip_upstream => vec![name.clone()],
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// The answer to a check.

@@ -24,7 +24,7 @@ use crate::config::Requirement;
 use crate::decision::{CheckRequest, Decider, Decision, Deny, DenyKind, Frontend, Identity};
 use crate::http::{challenge, message};
 use crate::shutdown::until_true;
-use crate::token::TokenSource;
+use crate::token::split_joined_credentials;
 
 /// Types generated from `proto/authgate/v1`.
 #[allow(
@@ -121,31 +121,6 @@ fn peer_ip(req: &EnvoyCheckRequest) -> Option<std::net::IpAddr> {
     }
 }
 
-/// Splits an `authorization` value that Envoy joined from repeated headers with `,`. A comma
-/// starts a new credential only where a scheme follows (a word without `=`, then a space):
-/// `Bearer a,Bearer b` is two credentials, while the `, Signature=...` parameters of one
-/// AWS SigV4 or Digest credential stay together.
-fn split_joined_credentials(value: &str) -> Vec<Vec<u8>> {
-    let mut credentials: Vec<String> = Vec::new();
-    for part in value.split(',') {
-        let trimmed = part.trim_start();
-        let starts_credential = trimmed
-            .split_once(' ')
-            .is_some_and(|(word, _)| !word.is_empty() && !word.contains('='));
-        match credentials.last_mut() {
-            Some(current) if !starts_credential => {
-                current.push(',');
-                current.push_str(part);
-            }
-            _ => credentials.push(trimmed.to_owned()),
-        }
-    }
-    credentials
-        .into_iter()
-        .map(|c| c.trim_end().as_bytes().to_vec())
-        .collect()
-}
-
 /// Translates Envoy's CheckRequest. Envoy joins repeated headers with `,` in the `headers` map;
 /// a JWT never contains a comma, so each part is one Authorization value.
 fn to_check_request(req: &EnvoyCheckRequest, max_header_bytes: usize) -> CheckRequest {
@@ -172,7 +147,7 @@ fn to_check_request(req: &EnvoyCheckRequest, max_header_bytes: usize) -> CheckRe
     for (name, value) in &http.headers {
         header_bytes += name.len() + value.len();
         if name.eq_ignore_ascii_case("authorization") {
-            authorization.extend(split_joined_credentials(value));
+            authorization.extend(split_joined_credentials(value.as_bytes()));
         }
     }
     if let Some(map) = &http.header_map {
@@ -260,28 +235,8 @@ fn deny_response(deny: &Deny, realm: &str) -> CheckResponse {
 impl ExtAuthz {
     fn allow_response(&self, allow: crate::decision::Allow) -> CheckResponse {
         let token = &self.decider.config().token;
-        let mut headers_to_remove = Vec::new();
-        for owned in allow.owned_headers.iter() {
-            if !allow.headers.iter().any(|(name, _)| name == owned) {
-                headers_to_remove.push(owned.as_str().to_owned());
-            }
-            // A client may spell an owned header with underscores, which some upstreams
-            // (CGI-style, nginx with underscores_in_headers) read as the same header.
-            let underscored = owned.as_str().replace('-', "_");
-            if underscored != owned.as_str() {
-                headers_to_remove.push(underscored);
-            }
-        }
-        let mut query_parameters_to_remove = Vec::new();
-        if token.strip_upstream {
-            match allow.token_source {
-                Some(TokenSource::Header) => headers_to_remove.push("authorization".to_owned()),
-                Some(TokenSource::Query) => {
-                    query_parameters_to_remove.extend(token.query.iter().cloned());
-                }
-                None => {}
-            }
-        }
+        let headers_to_remove = allow.headers_to_remove(token);
+        let query_parameters_to_remove = allow.query_parameters_to_remove(token);
         let headers = allow
             .headers
             .iter()
@@ -604,39 +559,4 @@ pub async fn serve(
         }
     }
     checker.abort();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn split(value: &str) -> Vec<String> {
-        split_joined_credentials(value)
-            .into_iter()
-            .map(|v| String::from_utf8(v).expect("utf-8"))
-            .collect()
-    }
-
-    #[test]
-    fn joined_bearer_headers_split_into_separate_credentials() {
-        assert_eq!(
-            split("Bearer a.b.c,Bearer d.e.f"),
-            ["Bearer a.b.c", "Bearer d.e.f"]
-        );
-        assert_eq!(
-            split("Bearer a.b.c, Basic dXNlcg=="),
-            ["Bearer a.b.c", "Basic dXNlcg=="]
-        );
-        assert_eq!(split("Bearer a.b.c"), ["Bearer a.b.c"]);
-    }
-
-    #[test]
-    fn commas_inside_one_credential_stay_together() {
-        let sigv4 = "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-date, Signature=abc";
-        assert_eq!(split(sigv4), [sigv4]);
-        let digest = r#"Digest username="u", realm="r", nonce="n", uri="/", response="x""#;
-        assert_eq!(split(digest), [digest]);
-        // A token68 cannot hold a comma: what follows one is part of the same (bad) token.
-        assert_eq!(split("Bearer a,b"), ["Bearer a,b"]);
-    }
 }

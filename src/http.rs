@@ -17,6 +17,7 @@ use http::header::{
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::decision::{CheckRequest, Decider, Decision, Deny, DenyKind, Frontend};
+use crate::token::split_joined_credentials;
 
 /// The peer address of a connection, inserted by the server loop.
 #[derive(Debug, Clone, Copy)]
@@ -63,7 +64,7 @@ fn check_request(frontend: Frontend, req: &Request) -> CheckRequest {
             .headers()
             .get_all(AUTHORIZATION)
             .iter()
-            .map(|v| v.as_bytes().to_vec())
+            .flat_map(|v| split_joined_credentials(v.as_bytes()))
             .collect(),
         peer: req.extensions().get::<PeerAddr>().map(|p| p.0.ip()),
         malformed: false,
@@ -126,19 +127,15 @@ async fn respond(decider: &Decider, check: &CheckRequest, profile: Profile) -> R
         Decision::Allow(allow) => {
             let mut response = StatusCode::OK.into_response();
             let headers = response.headers_mut();
-            // Owned headers without a value for this token: a client-sent one must not reach
-            // the upstream. Traefik and nginx drop them by config; Envoy needs to be told.
-            let unset: Vec<&str> = allow
-                .owned_headers
-                .iter()
-                .filter(|owned| !allow.headers.iter().any(|(name, _)| name == *owned))
-                .map(|h| h.as_str())
-                .collect();
-            if check.frontend == Frontend::EnvoyHttp
-                && !unset.is_empty()
-                && let Ok(value) = HeaderValue::from_str(&unset.join(", "))
-            {
-                headers.insert(ENVOY_HEADERS_TO_REMOVE, value);
+            // Envoy's HTTP mode is the one mouth that can be told to remove request headers.
+            // Traefik and nginx drop owned headers by their own config (deploy/).
+            if check.frontend == Frontend::EnvoyHttp {
+                let remove = allow.headers_to_remove(&decider.config().token);
+                if !remove.is_empty()
+                    && let Ok(value) = HeaderValue::from_str(&remove.join(", "))
+                {
+                    headers.insert(ENVOY_HEADERS_TO_REMOVE, value);
+                }
             }
             for (name, value) in allow.headers {
                 headers.insert(name, value);

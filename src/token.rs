@@ -45,6 +45,36 @@ fn bearer(value: &[u8]) -> Result<Option<&str>, DenyReason> {
     Ok(Some(token))
 }
 
+/// Splits an `Authorization` value that a proxy joined from repeated headers with `,` (Envoy
+/// does, in both ext_authz modes). A comma starts a new credential only where a scheme follows
+/// (a word without `=`, then a space): `Bearer a,Bearer b` is two credentials, while the
+/// `, Signature=...` parameters of one AWS SigV4 or Digest credential stay together.
+pub fn split_joined_credentials(value: &[u8]) -> Vec<Vec<u8>> {
+    let is_space = |b: &u8| *b == b' ' || *b == b'\t';
+    let mut credentials: Vec<Vec<u8>> = Vec::new();
+    for part in value.split(|&b| b == b',') {
+        let start = part.iter().position(|b| !is_space(b)).unwrap_or(part.len());
+        let trimmed = &part[start..];
+        let starts_credential = trimmed
+            .iter()
+            .position(|&b| b == b' ')
+            .is_some_and(|end| end > 0 && !trimmed[..end].contains(&b'='));
+        match credentials.last_mut() {
+            Some(current) if !starts_credential => {
+                current.push(b',');
+                current.extend_from_slice(part);
+            }
+            _ => credentials.push(trimmed.to_vec()),
+        }
+    }
+    for credential in &mut credentials {
+        while credential.last().is_some_and(is_space) {
+            credential.pop();
+        }
+    }
+    credentials
+}
+
 /// The token in this request, `Ok(None)` when there is none.
 pub fn find_token<'a>(
     request: &'a CheckRequest,
@@ -199,5 +229,35 @@ mod tests {
             Err(DenyReason::EmptyToken)
         );
         assert_eq!(find(&[], "/x#access_token=a", true), Ok(None));
+    }
+
+    fn split(value: &str) -> Vec<String> {
+        split_joined_credentials(value.as_bytes())
+            .into_iter()
+            .map(|v| String::from_utf8(v).expect("utf-8"))
+            .collect()
+    }
+
+    #[test]
+    fn joined_bearer_headers_split_into_separate_credentials() {
+        assert_eq!(
+            split("Bearer a.b.c,Bearer d.e.f"),
+            ["Bearer a.b.c", "Bearer d.e.f"]
+        );
+        assert_eq!(
+            split("Bearer a.b.c, Basic dXNlcg=="),
+            ["Bearer a.b.c", "Basic dXNlcg=="]
+        );
+        assert_eq!(split("Bearer a.b.c"), ["Bearer a.b.c"]);
+    }
+
+    #[test]
+    fn commas_inside_one_credential_stay_together() {
+        let sigv4 = "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-date, Signature=abc";
+        assert_eq!(split(sigv4), [sigv4]);
+        let digest = r#"Digest username="u", realm="r", nonce="n", uri="/", response="x""#;
+        assert_eq!(split(digest), [digest]);
+        // A token68 cannot hold a comma: what follows one is part of the same (bad) token.
+        assert_eq!(split("Bearer a,b"), ["Bearer a,b"]);
     }
 }

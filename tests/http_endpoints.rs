@@ -496,7 +496,7 @@ async fn an_envoy_allow_tells_envoy_to_drop_owned_headers_that_have_no_value() {
     assert_eq!(response.status(), 200);
     assert_eq!(
         remove(&response).as_deref(),
-        Some("x-auth-subject, x-auth-email")
+        Some("x-auth-subject, x_auth_subject, x-auth-email, x_auth_email")
     );
 
     // A token without `email`: the subject is set (overwrite), the email header removed.
@@ -509,9 +509,32 @@ async fn an_envoy_allow_tells_envoy_to_drop_owned_headers_that_have_no_value() {
     .await;
     assert_eq!(response.status(), 200);
     assert_eq!(header(&response, "x-auth-subject"), Some("alice"));
-    assert_eq!(remove(&response).as_deref(), Some("x-auth-email"));
+    assert_eq!(
+        remove(&response).as_deref(),
+        Some("x_auth_subject, x-auth-email, x_auth_email")
+    );
 
     // Traefik and nginx strip owned headers by their own config; the header is Envoy's alone.
     let response = ask(&app, Mouth::Traefik, "/public/x", None).await;
     assert_eq!(remove(&response), None);
+}
+
+#[tokio::test]
+async fn a_joined_authorization_header_with_two_tokens_is_a_bad_request_on_envoy() {
+    // Envoy's HTTP mode joins repeated Authorization headers into one value with `,`.
+    let (idp, app) = start("token: {strip_upstream: true}").await;
+    let token = idp.mint(idp.valid_claims("alice"));
+    let response = request(&app, Mouth::Envoy, "/items")
+        .header("Authorization", format!("Bearer {token},Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(challenge(&response).contains(r#"error="invalid_request""#));
+
+    // With strip_upstream, an allow tells Envoy to remove the Authorization header too.
+    let response = ask(&app, Mouth::Envoy, "/items", Some(&token)).await;
+    assert_eq!(response.status(), 200);
+    let remove = header(&response, "x-envoy-auth-headers-to-remove").unwrap_or_default();
+    assert!(remove.split(", ").any(|h| h == "authorization"), "{remove}");
 }
