@@ -54,6 +54,17 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
+/// The original URI a proxy forwarded in `name`: `Err` when the header is there but is not
+/// visible ASCII, which the core denies as malformed rather than treat as "no path given"
+/// (that would skip path rules, deny rules included).
+fn original_uri(headers: &HeaderMap, name: &str) -> Result<Option<String>, ()> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) if v.is_empty() => Ok(None),
+        Some(v) => v.to_str().map(|s| Some(s.to_owned())).map_err(|_| ()),
+    }
+}
+
 fn check_request(frontend: Frontend, req: &Request) -> CheckRequest {
     CheckRequest {
         frontend,
@@ -73,10 +84,12 @@ fn check_request(frontend: Frontend, req: &Request) -> CheckRequest {
 
 async fn forward_auth(State(decider): State<Arc<Decider>>, req: Request) -> Response {
     let h = req.headers();
+    let uri = original_uri(h, "x-forwarded-uri");
     let check = CheckRequest {
         method: header_str(h, "x-forwarded-method").map(str::to_ascii_uppercase),
         host: header_str(h, "x-forwarded-host").map(str::to_owned),
-        path: header_str(h, "x-forwarded-uri").map(str::to_owned),
+        malformed: uri.is_err(),
+        path: uri.unwrap_or_default(),
         ..check_request(Frontend::ForwardAuth, &req)
     };
     respond(&decider, &check, Profile::Plain).await
@@ -84,13 +97,15 @@ async fn forward_auth(State(decider): State<Arc<Decider>>, req: Request) -> Resp
 
 async fn nginx(State(decider): State<Arc<Decider>>, req: Request) -> Response {
     let h = req.headers();
+    let uri = original_uri(h, "x-original-uri");
     let check = CheckRequest {
         method: header_str(h, "x-original-method").map(str::to_ascii_uppercase),
         host: header_str(h, "x-original-host")
             .or_else(|| header_str(h, "x-forwarded-host"))
             .or_else(|| header_str(h, HOST.as_str()))
             .map(str::to_owned),
-        path: header_str(h, "x-original-uri").map(str::to_owned),
+        malformed: uri.is_err(),
+        path: uri.unwrap_or_default(),
         ..check_request(Frontend::Nginx, &req)
     };
     respond(&decider, &check, Profile::Only401And403).await

@@ -538,3 +538,30 @@ async fn a_joined_authorization_header_with_two_tokens_is_a_bad_request_on_envoy
     let remove = header(&response, "x-envoy-auth-headers-to-remove").unwrap_or_default();
     assert!(remove.split(", ").any(|h| h == "authorization"), "{remove}");
 }
+
+#[tokio::test]
+async fn an_original_uri_that_is_not_ascii_is_a_malformed_request_not_a_missing_path() {
+    // Were it read as "no path", a deny rule on the path would not match and a valid token
+    // would pass.
+    let (idp, app) = start("routes:\n  - {path_glob: \"/internal/**\", action: deny}").await;
+    let token = idp.mint(idp.valid_claims("alice"));
+    let value = reqwest::header::HeaderValue::from_bytes(b"/internal/\xff").unwrap();
+    for (path, header_name, expected) in [
+        ("/auth", "X-Forwarded-Uri", 400),
+        ("/auth/nginx", "X-Original-URI", 401),
+    ] {
+        let response = app
+            .client
+            .get(app.url(path))
+            .header("Authorization", format!("Bearer {token}"))
+            .header(header_name, value.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected, "{path}");
+        assert!(
+            challenge(&response).contains(r#"error="invalid_request""#),
+            "{path}"
+        );
+    }
+}
