@@ -150,22 +150,9 @@ ngx_expect_expired() {
     ngx_expect_deny_for expired "$NGX_MAIN" /api/items 401 "$NGX_INVALID_TOKEN" -H "Authorization: Bearer $token"
 }
 
-# After `idp_restart --rotate` (done by the caller, in the suite's own shell): a new token has
-# a new kid and is allowed by the same authgate process; BEFORE, signed with the previous key,
-# still is too (the old key stays published).
+# After `idp_restart --rotate`: see expect_rotation_after (run.sh).
 ngx_expect_rotation_after() {
-    local before=$1 authgate_pid=$2 after kid_before kid_after
-    kid_before=$(jwt_header "$before" kid)
-    after=$(mint urn:authgate:rs256)
-    kid_after=$(jwt_header "$after" kid)
-    if [[ -z $kid_after || $kid_after == "$kid_before" ]]; then
-        echo "no new kid after rotation: before $kid_before, after ${kid_after:-none}"
-        return 1
-    fi
-    expect_eq "authgate main pid" "$authgate_pid" "$(pid_of authgate-main)" || return 1
-    kill -0 "$authgate_pid" 2>/dev/null || { echo "authgate main is not running"; return 1; }
-    ngx_expect_allow "$NGX_MAIN" /api/items "$after" || return 1
-    ngx_expect_allow "$NGX_MAIN" /api/items "$before"
+    expect_rotation_after ngx_expect_allow "$NGX_MAIN" "$1" "$(mint urn:authgate:rs256)" "$2"
 }
 
 # During the outage, through the stale instance: 401, the realm challenge and Retry-After, for

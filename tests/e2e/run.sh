@@ -17,7 +17,8 @@
 # What a section can use (all exported): the ports above, UPSTREAM_PORT, IDP_PORT, IDP_URL
 # (= the issuer; resources and client in idp/idp.mjs), ENVOY_BIN, TRAEFIK_BIN, NGINX_BIN,
 # AUTHGATE_BIN, E2E_DIR, E2E_TMP, REPO_ROOT; the functions of
-# lib.sh and, below, mint, mint_expired, tamper, jwt_header, jwt_claim, idp_stop, idp_start,
+# lib.sh and, below, mint, mint_expired, tamper, jwt_header, jwt_claim, expect_rotation_after,
+# idp_stop, idp_start,
 # idp_restart, idp_outage_begin, idp_outage_end. A section starts its proxies with start_bg
 # (so they are stopped on exit), runs each check through `check` (a subshell: start or stop
 # processes outside it), prefixes its own function and variable names (ngx_, ...) and check
@@ -136,6 +137,26 @@ b64url_encode() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
 
 # jwt_header TOKEN FIELD / jwt_claim TOKEN CLAIM: one value of a token (no verification).
 jwt_header() { b64url_decode "${1%%.*}" | jq -r --arg f "$2" '.[$f] // empty'; }
+
+# expect_rotation_after ALLOW TARGET BEFORE AFTER AUTHGATE_PID: after `idp_restart --rotate`
+# (done by the caller, in the suite's own shell), AFTER has a new kid and is allowed through
+# TARGET by the same authgate process (AUTHGATE_PID, still authgate-main), and BEFORE, signed
+# with the previous key, still is too (the old key stays published). ALLOW is the section's
+# `*_expect_allow TARGET PATH TOKEN`.
+expect_rotation_after() {
+    local allow=$1 target=$2 before=$3 after=$4 authgate_pid=$5 kid_before kid_after
+    kid_before=$(jwt_header "$before" kid)
+    kid_after=$(jwt_header "$after" kid)
+    if [[ -z $kid_after || $kid_after == "$kid_before" ]]; then
+        echo "no new kid after rotation: before $kid_before, after ${kid_after:-none}"
+        return 1
+    fi
+    expect_eq "authgate main pid" "$authgate_pid" "$(pid_of authgate-main)" || return 1
+    kill -0 "$authgate_pid" 2>/dev/null || { echo "authgate main is not running"; return 1; }
+    "$allow" "$target" /api/items "$after" || return 1
+    "$allow" "$target" /api/items "$before"
+}
+
 jwt_claim() {
     local rest=${1#*.}
     b64url_decode "${rest%%.*}" | jq -r --arg f "$2" '.[$f] // empty'

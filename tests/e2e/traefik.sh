@@ -276,22 +276,9 @@ trf_expect_token_not_logged() {
     done
 }
 
-# After `idp_restart --rotate` (done by the caller, in the suite's own shell): a new token has
-# a new kid and is allowed by the same authgate process; BEFORE, signed with the previous key,
-# still is too (the old key stays published).
+# After `idp_restart --rotate`: see expect_rotation_after (run.sh).
 trf_expect_rotation_after() {
-    local before=$1 authgate_pid=$2 after kid_before kid_after
-    kid_before=$(jwt_header "$before" kid)
-    after=$(mint urn:authgate:ps256)
-    kid_after=$(jwt_header "$after" kid)
-    if [[ -z $kid_after || $kid_after == "$kid_before" ]]; then
-        echo "no new kid after rotation: before $kid_before, after ${kid_after:-none}"
-        return 1
-    fi
-    expect_eq "authgate main pid" "$authgate_pid" "$(pid_of authgate-main)" || return 1
-    kill -0 "$authgate_pid" 2>/dev/null || { echo "authgate main is not running"; return 1; }
-    trf_expect_allow "$TRF_MAIN" /api/items "$after" || return 1
-    trf_expect_allow "$TRF_MAIN" /api/items "$before"
+    expect_rotation_after trf_expect_allow "$TRF_MAIN" "$1" "$(mint urn:authgate:ps256)" "$2"
 }
 
 # During the outage, through the stale instance: authgate's 503 reaches the client as it is,
