@@ -2,7 +2,6 @@
 //! `/readyz` (every issuer has a usable key set and shutdown has not begun) and `/version`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -15,20 +14,33 @@ use crate::decision::Decider;
 use crate::telemetry;
 
 /// Process-wide state the admin endpoints report.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Health {
-    draining: AtomicBool,
+    draining: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            draining: tokio::sync::watch::Sender::new(false),
+        }
+    }
 }
 
 impl Health {
     /// Marks the process as shutting down: readiness turns false at once.
     pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::SeqCst);
+        self.draining.send_replace(true);
     }
 
     /// Whether shutdown has begun.
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::SeqCst)
+        *self.draining.borrow()
+    }
+
+    /// A receiver that turns true when shutdown begins, for health reporters that push.
+    pub fn draining(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.draining.subscribe()
     }
 }
 

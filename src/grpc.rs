@@ -478,6 +478,7 @@ pub async fn serve(
     let checker = {
         let decider = Arc::clone(&decider);
         let mut close = close.clone();
+        let mut draining = health.draining();
         async move {
             let mut last = None;
             let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -494,8 +495,11 @@ pub async fn serve(
                     }
                     last = Some(ready);
                 }
+                // Key sets change on their own schedule (polled); shutdown is pushed, so
+                // NOT_SERVING goes out the moment it begins.
                 tokio::select! {
                     _ = tick.tick() => {}
+                    () = until_true(&mut draining), if !*draining.borrow() => {}
                     () = until_true(&mut close) => return,
                 }
             }
