@@ -58,6 +58,9 @@ pub enum RunError {
     /// A static key file is unusable.
     #[error(transparent)]
     KeyFile(#[from] KeyFileError),
+    /// The embedded demo issuer could not start.
+    #[error("demo issuer: {0}")]
+    Demo(#[from] crate::demo::DemoError),
     /// The HTTP client for key fetches could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),

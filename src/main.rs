@@ -81,16 +81,16 @@ impl ServeArgs {
 struct DemoArgs {
     /// Forward-auth HTTP listen address.
     #[arg(long, default_value = "127.0.0.1:8080")]
-    http_listen: String,
+    http_listen: std::net::SocketAddr,
     /// gRPC listen address.
     #[arg(long, default_value = "127.0.0.1:9001")]
-    grpc_listen: String,
+    grpc_listen: std::net::SocketAddr,
     /// Admin listen address.
     #[arg(long, default_value = "127.0.0.1:9090")]
-    admin_listen: String,
+    admin_listen: std::net::SocketAddr,
     /// Demo issuer listen address.
     #[arg(long, default_value = "127.0.0.1:8180")]
-    issuer_listen: String,
+    issuer_listen: std::net::SocketAddr,
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
@@ -173,15 +173,7 @@ fn runtime_main(fut: impl Future<Output = Result<(), RunError>>) -> ExitCode {
 }
 
 async fn demo(args: DemoArgs) -> Result<(), RunError> {
-    let bind = |what: &'static str, text: String| async move {
-        let addr = text.parse().map_err(|_| RunError::Bind {
-            what,
-            addr: ([127, 0, 0, 1], 0).into(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("bad address {text:?}"),
-            ),
-        })?;
+    let bind = |what: &'static str, addr: std::net::SocketAddr| async move {
         tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| RunError::Bind { what, addr, source })
@@ -194,13 +186,7 @@ async fn demo(args: DemoArgs) -> Result<(), RunError> {
     };
     let options = IssuerOptions::default();
     let audience = options.audience.clone();
-    let issuer = DemoIssuer::start(issuer_listener, options)
-        .await
-        .map_err(|e| RunError::Bind {
-            what: "demo issuer",
-            addr: ([127, 0, 0, 1], 0).into(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+    let issuer = DemoIssuer::start(issuer_listener, options).await?;
     let overrides = Overrides {
         issuers: vec![issuer.issuer_url().to_owned()],
         audiences: vec![audience],
