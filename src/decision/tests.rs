@@ -684,9 +684,29 @@ async fn a_key_lookup_past_the_deadline_is_unavailable_not_a_hang() {
 
 #[tokio::test]
 async fn checks_over_the_concurrency_limit_are_shed() {
+    /// Parks every lookup, after saying that one has begun.
+    #[derive(Debug)]
+    struct Parked(tokio::sync::Notify);
+
+    impl KeySource for Parked {
+        fn lookup<'a>(&'a self, _kid: Option<&'a str>, _alg: Alg) -> BoxFuture<'a, KeyLookup> {
+            self.0.notify_one();
+            Box::pin(std::future::pending())
+        }
+
+        fn health(&self) -> KeyHealth {
+            KeyHealth {
+                usable: true,
+                keys: 1,
+                age: None,
+            }
+        }
+    }
+
+    let parked = Arc::new(Parked(tokio::sync::Notify::new()));
     let f = Arc::new(fixture_with(
         "limits: {check_deadline: 300ms, max_concurrent_checks: 1}",
-        Some(Arc::new(Stuck::Never)),
+        Some(Arc::clone(&parked) as Arc<dyn KeySource>),
     ));
     let token = f.token(&claims());
     let first = {
@@ -694,8 +714,8 @@ async fn checks_over_the_concurrency_limit_are_shed() {
         let token = token.clone();
         tokio::spawn(async move { deny_reason(f.decide_token(&token).await) })
     };
-    // Let the first check take the only permit and park on the key lookup.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The first check holds the only permit once it is waiting for keys.
+    parked.0.notified().await;
     let Decision::Deny(d) = f.decide_token(&token).await else {
         panic!("deny")
     };
