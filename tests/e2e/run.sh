@@ -17,7 +17,8 @@
 # What a section can use (all exported): the ports above, UPSTREAM_PORT, IDP_PORT, IDP_URL
 # (= the issuer; resources and client in idp/idp.mjs), ENVOY_BIN, TRAEFIK_BIN, NGINX_BIN,
 # AUTHGATE_BIN, E2E_DIR, E2E_TMP, REPO_ROOT; the functions of
-# lib.sh and, below, mint, mint_expired, tamper, jwt_header, jwt_claim, expect_rotation_after,
+# lib.sh and, below, mint, mint_expired, tamper, jwt_header, jwt_claim, expect_denied,
+# expect_counted, expect_rotation_after,
 # idp_stop, idp_start,
 # idp_restart, idp_outage_begin, idp_outage_end. A section starts its proxies with start_bg
 # (so they are stopped on exit), runs each check through `check` (a subshell: start or stop
@@ -137,6 +138,42 @@ b64url_encode() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
 
 # jwt_header TOKEN FIELD / jwt_claim TOKEN CLAIM: one value of a token (no verification).
 jwt_header() { b64url_decode "${1%%.*}" | jq -r --arg f "$2" '.[$f] // empty'; }
+
+# expect_denied URL STATUS CHALLENGE_REGEX [CURL_ARGS...]: the client gets STATUS with exactly
+# one WWW-Authenticate matching the regex (an empty regex: none at all), Cache-Control: no-store,
+# no Retry-After and no identity header, and the request never reached the upstream.
+expect_denied() {
+    local url=$1 status=$2 challenge=$3
+    shift 3
+    request "$url" "$@"
+    expect_eq status "$status" "$RESP_STATUS" || { echo "body: ${RESP_BODY:0:200}"; return 1; }
+    if [[ -z $challenge ]]; then
+        expect_eq "WWW-Authenticate headers" 0 "$(resp_header_count www-authenticate)" || return 1
+    else
+        expect_eq "WWW-Authenticate headers" 1 "$(resp_header_count www-authenticate)" &&
+            expect_match WWW-Authenticate "$challenge" "$(resp_header www-authenticate)" ||
+            return 1
+    fi
+    expect_eq "Retry-After" "" "$(resp_header retry-after)" &&
+        expect_eq "Cache-Control" "no-store" "$(resp_header cache-control)" &&
+        expect_eq "X-Auth-Subject at the client" "" "$(resp_header x-auth-subject)" || return 1
+    if [[ $RESP_BODY == *'"headers"'* ]]; then
+        echo "the upstream answered: ${RESP_BODY:0:200}"
+        return 1
+    fi
+}
+
+# expect_counted ADMIN FRONTEND REASON CMD...: CMD passes and the authgate behind ADMIN counted
+# exactly one denial from FRONTEND with REASON for it.
+expect_counted() {
+    local admin=$1 reason=$3 before after
+    local series="authgate_decisions_total{frontend=\"$2\",result=\"deny\",reason=\"$3\"}"
+    shift 3
+    before=$(metric_value "$admin" "$series")
+    "$@" || return 1
+    after=$(metric_value "$admin" "$series")
+    expect_eq "denials counted with reason $reason" 1 "$((after - before))"
+}
 
 # expect_rotation_after ALLOW TARGET BEFORE AFTER AUTHGATE_PID: after `idp_restart --rotate`
 # (done by the caller, in the suite's own shell), AFTER has a new kid and is allowed through
