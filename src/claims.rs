@@ -39,11 +39,6 @@ impl ClaimPath {
         }
         Some(value)
     }
-
-    /// The path as written.
-    pub fn as_dotted(&self) -> String {
-        self.0.join(".")
-    }
 }
 
 /// A claim that must equal one of `values` (or, for an array claim, contain one of them).
