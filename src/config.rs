@@ -53,6 +53,8 @@ pub const DEFAULT_MAX_CONCURRENT_CHECKS: usize = 1024;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
 /// Time a client gets to send its request headers.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Open connections per listener; more wait in the kernel's backlog until one closes.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Time between SIGTERM and closing the listeners (readiness is false during it).
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Bound on draining in-flight requests after the listeners close.
@@ -121,6 +123,10 @@ pub struct RawConfig {
     /// Requirements every token must meet (on top of issuer and audience).
     #[serde(default)]
     pub require: RawRequirement,
+    /// Peers (IP networks) whose description of the original request (forwarded method, host,
+    /// path; Envoy's request attributes) is believed. Default: every peer. From any other peer
+    /// those are ignored, so route rules that need them deny the check as malformed.
+    pub trusted_proxies: Option<Vec<String>>,
     /// Per-route rules, first match wins; unmatched requests need a valid token.
     #[serde(default)]
     pub routes: Vec<RawRoute>,
@@ -325,6 +331,8 @@ pub struct RawLimits {
     pub max_header_bytes: Option<usize>,
     /// Time a client gets to send its request headers (default 5s).
     pub header_read_timeout: Option<String>,
+    /// Open connections per listener (default 4096); more wait until one closes.
+    pub max_connections: Option<usize>,
 }
 
 /// `shutdown:` section.
@@ -368,6 +376,8 @@ pub struct Config {
     pub claim_headers: ClaimHeaderConfig,
     /// Requirement every token must meet.
     pub require: Requirement,
+    /// Peers whose forwarded request attributes are believed; `None`: every peer.
+    pub trusted_proxies: Option<Vec<ipnet::IpNet>>,
     /// Per-route rules.
     pub routes: Vec<Route>,
     /// Key cache bounds.
@@ -380,6 +390,21 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// HTTP endpoint settings.
     pub http: HttpConfig,
+}
+
+impl Config {
+    /// Whether `peer` may describe the original request (see `trusted_proxies`). With no list
+    /// every peer may; with one, a peer whose address is unknown may not.
+    pub fn trusts_peer(&self, peer: Option<std::net::IpAddr>) -> bool {
+        match (&self.trusted_proxies, peer) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(nets), Some(ip)) => {
+                let ip = ip.to_canonical();
+                nets.iter().any(|net| net.contains(&ip))
+            }
+        }
+    }
 }
 
 /// Listen addresses.
@@ -601,6 +626,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Header read timeout.
     pub header_read_timeout: Duration,
+    /// Open connections per listener.
+    pub max_connections: usize,
 }
 
 /// Shutdown timing.
@@ -1308,7 +1335,15 @@ impl RawConfig {
                 self.limits.header_read_timeout.as_ref(),
                 DEFAULT_HEADER_READ_TIMEOUT,
             ),
+            max_connections: p.positive(
+                "limits.max_connections",
+                self.limits.max_connections,
+                DEFAULT_MAX_CONNECTIONS,
+            ),
         };
+        if limits.header_read_timeout.is_zero() {
+            p.add("limits.header_read_timeout", "must be greater than 0");
+        }
         if limits.check_deadline.is_zero() {
             p.add("limits.check_deadline", "must be greater than 0");
         }
@@ -1360,6 +1395,28 @@ impl RawConfig {
             );
         }
 
+        let trusted_proxies = self.trusted_proxies.as_ref().map(|list| {
+            if list.is_empty() {
+                p.add(
+                    "trusted_proxies",
+                    "must list at least one network; leave it out to trust every peer",
+                );
+            }
+            list.iter()
+                .enumerate()
+                .filter_map(|(i, text)| {
+                    parse_network(text.trim())
+                        .map_err(|()| {
+                            p.add(
+                                format!("trusted_proxies[{i}]"),
+                                format!("invalid network {text:?}; use an address or CIDR such as 10.0.0.0/8 or ::1"),
+                            );
+                        })
+                        .ok()
+                })
+                .collect::<Vec<_>>()
+        });
+
         if !p.0.is_empty() {
             return Err(ConfigError::Invalid(p.0));
         }
@@ -1371,6 +1428,7 @@ impl RawConfig {
             token,
             claim_headers,
             require,
+            trusted_proxies,
             routes,
             keys,
             verified_cache,
@@ -1382,6 +1440,14 @@ impl RawConfig {
             },
         })
     }
+}
+
+/// A network in CIDR form, or one address (a /32 or /128).
+fn parse_network(text: &str) -> Result<ipnet::IpNet, ()> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(|net| net.trunc())
+        .map_err(|_| ())
 }
 
 /// Headers a claim may never be written to: they would change how the request is routed or
@@ -1453,6 +1519,59 @@ mod tests {
             .map(|(_, h)| h.as_str())
             .collect();
         assert_eq!(names, ["x-auth-subject", "x-auth-issuer"]);
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_networks_and_name_a_bad_entry() {
+        let base = "issuers: [{issuer: https://idp.example.com}]\naudiences: [api]\n";
+        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().expect("ip"));
+        let everyone = validate(base).expect("valid");
+        assert!(everyone.trusts_peer(ip("203.0.113.9")) && everyone.trusts_peer(None));
+
+        let cfg = validate(&format!(
+            "{base}trusted_proxies: [10.1.2.3/8, 192.0.2.7, \"fd00::/8\"]\n"
+        ))
+        .expect("valid");
+        assert!(
+            cfg.trusts_peer(ip("10.200.0.1")),
+            "inside 10/8 (host bits dropped)"
+        );
+        assert!(cfg.trusts_peer(ip("192.0.2.7")));
+        assert!(!cfg.trusts_peer(ip("192.0.2.8")));
+        assert!(
+            cfg.trusts_peer(ip("::ffff:10.0.0.1")),
+            "IPv4-mapped IPv6 peer"
+        );
+        assert!(cfg.trusts_peer(ip("fd00::1")));
+        assert!(!cfg.trusts_peer(None), "unknown peer is not trusted");
+
+        let lines = problems(&format!(
+            "{base}trusted_proxies: [10.0.0.0/8, proxy.internal]\n"
+        ));
+        assert!(
+            lines.iter().any(|l| l.starts_with("trusted_proxies[1]:")),
+            "{lines:?}"
+        );
+        let lines = problems(&format!("{base}trusted_proxies: []\n"));
+        assert!(
+            lines.iter().any(|l| l.starts_with("trusted_proxies:")),
+            "{lines:?}"
+        );
+        let lines = problems(&format!(
+            "{base}limits: {{max_connections: 0, header_read_timeout: 0s}}\n"
+        ));
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("limits.max_connections:")),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("limits.header_read_timeout:")),
+            "{lines:?}"
+        );
     }
 
     #[test]

@@ -74,6 +74,17 @@ pub struct CheckRequest {
 }
 
 impl CheckRequest {
+    /// This request with what a peer outside `trusted_proxies` said about the original request
+    /// (method, host, path) forgotten: route rules that need them deny it as malformed.
+    pub fn without_request_attributes(self) -> Self {
+        Self {
+            method: None,
+            host: None,
+            path: None,
+            ..self
+        }
+    }
+
     /// An empty GET / request for tests.
     pub fn for_test() -> Self {
         Self {
@@ -435,6 +446,10 @@ pub struct Decider {
     verified: Option<VerifiedCache>,
     /// Whether any route rule looks at the path.
     has_path_rules: bool,
+    /// Whether any route rule looks at the host.
+    has_host_rules: bool,
+    /// Whether any route rule looks at the method.
+    has_method_rules: bool,
 }
 
 fn host_without_port(host: &str) -> &str {
@@ -463,8 +478,9 @@ fn glob_match(pattern: &[u8], path: &[u8]) -> bool {
 /// The path as route rules see it: percent-decoded, `.` and `..` segments resolved, repeated
 /// slashes merged, query and fragment dropped. `None` when a proxy and an upstream could read it
 /// differently: an encoded `/`, `\` or `%`, a backslash, a `;` (`..;/` path parameters), a control
-/// byte, invalid UTF-8, `..` above the root, or no leading `/`.
-fn canonical_path(raw: &str) -> Option<String> {
+/// byte, a raw (unencoded) non-ASCII byte, invalid UTF-8 once decoded, `..` above the root, or no
+/// leading `/`.
+pub(crate) fn canonical_path(raw: &str) -> Option<String> {
     let path = raw.split(['?', '#']).next().unwrap_or("");
     if !path.starts_with('/') {
         return None;
@@ -484,7 +500,9 @@ fn canonical_path(raw: &str) -> Option<String> {
             decoded.push(value);
             i += 3;
         } else {
-            if ambiguous(b) {
+            // A raw non-ASCII byte is not valid in a URI; upstreams repair it differently
+            // (re-encode, Unicode-normalise: a fullwidth `／` may become `/`).
+            if ambiguous(b) || !b.is_ascii() {
                 return None;
             }
             decoded.push(b);
@@ -582,6 +600,8 @@ impl Decider {
             .any(|r| !matches!(r.path, PathMatch::Any));
         Self {
             has_path_rules,
+            has_host_rules: config.routes.iter().any(|r| r.host.is_some()),
+            has_method_rules: config.routes.iter().any(|r| r.methods.is_some()),
             verified,
             limiter: Semaphore::new(config.limits.max_concurrent_checks),
             config,
@@ -679,6 +699,14 @@ impl Decider {
                 Ok(allow) => Decision::Allow(allow),
                 Err(deny) => Decision::Deny(deny),
             };
+        }
+        // A rule cannot be skipped because the proxy left out what it looks at: a skipped deny
+        // rule would let the request through on the default requirement.
+        if (self.has_path_rules && req.path.is_none())
+            || (self.has_host_rules && req.host.is_none())
+            || (self.has_method_rules && req.method.is_none())
+        {
+            return Decision::Deny(Deny::new(DenyReason::MalformedCheck));
         }
         let path = match req.path.as_deref().map(canonical_path) {
             None => None,

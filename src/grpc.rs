@@ -384,7 +384,12 @@ impl Authorization for ExtAuthz {
         request: Request<EnvoyCheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         let config = self.decider.config();
-        let check = to_check_request(request.get_ref(), config.limits.max_header_bytes);
+        let mut check = to_check_request(request.get_ref(), config.limits.max_header_bytes);
+        // Trust is a property of the connection (the proxy), not of the addresses inside the
+        // message, which the message's author chose.
+        if !config.trusts_peer(request.remote_addr().map(|a| a.ip())) {
+            check = check.without_request_attributes();
+        }
         let response = match self.decider.decide(&check).await {
             Decision::Allow(allow) => self.allow_response(allow),
             Decision::Deny(deny) => deny_response(&deny, &config.http.realm),
@@ -522,6 +527,7 @@ pub async fn serve(
     let reflection_v1alpha = reflection().build_v1alpha();
 
     let max = MAX_MESSAGE_BYTES;
+    let decider_limits = decider.config().limits.clone();
     let ext_authz = ExtAuthzServer::new(Arc::clone(&decider));
     let tokens = TokenServiceServer::new(Tokens { decider }).max_decoding_message_size(max);
     let limits_header_bytes = u32::try_from(MAX_MESSAGE_BYTES).unwrap_or(u32::MAX);
@@ -540,7 +546,7 @@ pub async fn serve(
             tracing::warn!(error, "gRPC reflection unavailable");
         }
     }
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = limited_incoming(listener, decider_limits.max_connections, close.clone());
     let shutdown = {
         let mut close = close.clone();
         async move { until_true(&mut close).await }
@@ -563,4 +569,126 @@ pub async fn serve(
         }
     }
     checker.abort();
+}
+
+/// A gRPC connection holding one of the listener's connection slots until it closes.
+struct SlotStream {
+    stream: tokio::net::TcpStream,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    _open: OpenConnection,
+}
+
+/// Counts one open gRPC connection in [`crate::telemetry::OPEN_CONNECTIONS`] while alive.
+struct OpenConnection(metrics::Gauge);
+
+impl OpenConnection {
+    fn new() -> Self {
+        let gauge = metrics::gauge!(crate::telemetry::OPEN_CONNECTIONS, "listener" => "grpc");
+        gauge.increment(1);
+        Self(gauge)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.decrement(1);
+    }
+}
+
+impl tonic::transport::server::Connected for SlotStream {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl tokio::io::AsyncRead for SlotStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for SlotStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// Accepts gRPC connections while fewer than `max` are open (more wait in the kernel's backlog),
+/// until `close` turns true.
+fn limited_incoming(
+    listener: tokio::net::TcpListener,
+    max: usize,
+    mut close: watch::Receiver<bool>,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<SlotStream>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max));
+    tokio::spawn(async move {
+        loop {
+            let slot = tokio::select! {
+                slot = Arc::clone(&slots).acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                },
+                () = until_true(&mut close) => return,
+            };
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = until_true(&mut close) => return,
+            };
+            match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let conn = SlotStream {
+                        stream,
+                        _slot: slot,
+                        _open: OpenConnection::new(),
+                    };
+                    if tx.send(Ok(conn)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(server = "grpc", %error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }

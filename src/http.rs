@@ -137,6 +137,13 @@ async fn envoy(State(decider): State<Arc<Decider>>, req: Request) -> Response {
 const ENVOY_HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
 
 async fn respond(decider: &Decider, check: &CheckRequest, profile: Profile) -> Response {
+    let untrusted;
+    let check = if decider.config().trusts_peer(check.peer) {
+        check
+    } else {
+        untrusted = check.clone().without_request_attributes();
+        &untrusted
+    };
     let realm = decider.config().http.realm.as_str();
     match decider.decide(check).await {
         Decision::Allow(allow) => {

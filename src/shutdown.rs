@@ -4,6 +4,7 @@
 //! close and in-flight requests drain within a bound.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -12,11 +13,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt as _;
 
 use crate::config::Limits;
 use crate::http::PeerAddr;
+use crate::telemetry;
 
 /// Waits for SIGTERM or SIGINT (Ctrl-C).
 pub async fn signal() {
@@ -70,7 +72,16 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
+        // At the connection cap, new connections wait in the kernel's backlog until one closes.
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = until_true(&mut close) => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -101,8 +112,12 @@ pub async fn serve(
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let conn = graceful.watch(conn);
+        let open = metrics::gauge!(telemetry::OPEN_CONNECTIONS, "listener" => name);
+        open.increment(1);
         tokio::spawn(async move {
             let _ = conn.await;
+            open.decrement(1);
+            drop(slot);
         });
     }
     drop(listener);

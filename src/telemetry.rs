@@ -23,6 +23,8 @@ pub const KEY_CACHE: &str = "authgate_key_cache_lookups_total";
 pub const VERIFIED_CACHE: &str = "authgate_verified_cache_lookups_total";
 /// Checks shed by the concurrency limit, by `frontend`.
 pub const SHED: &str = "authgate_checks_shed_total";
+/// Open client connections, by `listener` (http, grpc, admin).
+pub const OPEN_CONNECTIONS: &str = "authgate_open_connections";
 /// Claim header values left out for size or encoding.
 pub const CLAIM_HEADERS_REJECTED: &str = "authgate_claim_headers_rejected_total";
 /// 1 while the service reports ready.
@@ -89,6 +91,10 @@ fn describe() {
         "Signature checks answered from the verified cache (hit) or computed (miss)"
     );
     describe_counter!(SHED, "Checks shed by the concurrency limit");
+    describe_gauge!(
+        OPEN_CONNECTIONS,
+        "Open client connections by listener (capped by limits.max_connections)"
+    );
     describe_counter!(
         CLAIM_HEADERS_REJECTED,
         "Claim header values left out (too long or unencodable)"

@@ -523,7 +523,30 @@ async fn routes_match_first_and_fall_back_to_requiring_a_token() {
             req("GET", host, Some("/publicity"), None),
             Some(DenyReason::MissingToken),
         ),
-        (req("GET", host, None, None), Some(DenyReason::MissingToken)),
+        // Rules look at path, host and method: a check without one of them cannot skip a deny
+        // rule (it would fall through to the default requirement); it is malformed.
+        (
+            req("GET", host, None, None),
+            Some(DenyReason::MalformedCheck),
+        ),
+        (
+            req("GET", host, None, Some(&t)),
+            Some(DenyReason::MalformedCheck),
+        ),
+        (
+            CheckRequest {
+                host: None,
+                ..req("GET", host, Some("/admin/a/b"), Some(&t))
+            },
+            Some(DenyReason::MalformedCheck),
+        ),
+        (
+            CheckRequest {
+                method: None,
+                ..req("GET", host, Some("/public"), None)
+            },
+            Some(DenyReason::MalformedCheck),
+        ),
         (
             req("GET", host, Some("/admin/a/b"), Some(&t)),
             Some(DenyReason::RouteDenied),
