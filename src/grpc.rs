@@ -546,7 +546,7 @@ pub async fn serve(
             tracing::warn!(error, "gRPC reflection unavailable");
         }
     }
-    let incoming = limited_incoming(listener, decider_limits.max_connections, close.clone());
+    let incoming = limited_incoming(listener, &decider_limits, close.clone());
     let shutdown = {
         let mut close = close.clone();
         async move { until_true(&mut close).await }
@@ -573,7 +573,7 @@ pub async fn serve(
 
 /// A gRPC connection holding one of the listener's connection slots until it closes.
 struct SlotStream {
-    stream: tokio::net::TcpStream,
+    stream: crate::shutdown::FirstBytesDeadline<tokio::net::TcpStream>,
     _slot: tokio::sync::OwnedSemaphorePermit,
     _open: OpenConnection,
 }
@@ -599,7 +599,7 @@ impl tonic::transport::server::Connected for SlotStream {
     type ConnectInfo = tonic::transport::server::TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        self.stream.get_ref().connect_info()
     }
 }
 
@@ -649,15 +649,16 @@ impl tokio::io::AsyncWrite for SlotStream {
     }
 }
 
-/// Accepts gRPC connections while fewer than `max` are open (more wait in the kernel's backlog),
-/// until `close` turns true.
+/// Accepts gRPC connections while fewer than `limits.max_connections` are open (more wait in
+/// the kernel's backlog), until `close` turns true.
 fn limited_incoming(
     listener: tokio::net::TcpListener,
-    max: usize,
+    limits: &crate::config::Limits,
     mut close: watch::Receiver<bool>,
 ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<SlotStream>> {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let slots = Arc::new(tokio::sync::Semaphore::new(max));
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let first_bytes = limits.header_read_timeout;
     tokio::spawn(async move {
         loop {
             let slot = tokio::select! {
@@ -674,8 +675,10 @@ fn limited_incoming(
             match accepted {
                 Ok((stream, _)) => {
                     let _ = stream.set_nodelay(true);
+                    // The HTTP/2 preface must come within the header timeout; after it, HTTP/2
+                    // owns the connection (an idle close would race Envoy's next check).
                     let conn = SlotStream {
-                        stream,
+                        stream: crate::shutdown::FirstBytesDeadline::new(stream, first_bytes),
                         _slot: slot,
                         _open: OpenConnection::new(),
                     };

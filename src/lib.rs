@@ -16,6 +16,9 @@ pub mod claims;
 pub mod config;
 pub mod decision;
 pub mod demo;
+// Wrappers for the cargo-fuzz targets in fuzz/; not part of the supported API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod http;
 pub mod keys;
@@ -171,6 +174,7 @@ pub async fn run(
         listeners.http,
         http::router(Arc::clone(&decider)),
         config.limits.clone(),
+        health.draining(),
         close_rx.clone(),
         drain,
     ));
@@ -186,6 +190,7 @@ pub async fn run(
         listeners.admin,
         admin::router(Arc::clone(&decider), Arc::clone(&health)),
         config.limits.clone(),
+        health.draining(),
         close_rx,
         drain,
     ));
