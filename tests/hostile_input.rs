@@ -263,8 +263,7 @@ fn decisions(metrics: &str, frontend: &str, reason: Option<&str>) -> u64 {
         .filter(|l| l.starts_with("authgate_decisions_total{"))
         .filter(|l| l.contains(&format!("frontend=\"{frontend}\"")))
         .filter(|l| reason.is_none_or(|r| l.contains(&format!("reason=\"{r}\""))))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
 

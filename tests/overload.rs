@@ -128,7 +128,7 @@ async fn grpc_checks_over_the_concurrency_limit_are_unavailable_denies_at_once_a
     }
     let metrics = app.metrics().await;
     let counted = metric_sum(&metrics, "authgate_checks_shed_total{frontend=\"grpc\"}");
-    assert_eq!(counted as usize, answers.len() - allowed, "{metrics}");
+    assert_eq!(counted, (answers.len() - allowed) as f64, "{metrics}");
 }
 
 /// Reads until the server closes the connection (or `limit` passes): what it sent, and when.
