@@ -82,6 +82,21 @@ async fn concurrent_checks(
     set.join_all().await
 }
 
+/// Sends `count` checks with `token` at once; returns each status with the time, counted from
+/// the call, at which its task began to send.
+async fn concurrent_timed_checks(app: &App, token: &str, count: usize) -> Vec<(u16, Duration)> {
+    let started = Instant::now();
+    let mut set = JoinSet::new();
+    for _ in 0..count {
+        let (client, url, token) = (app.client.clone(), app.url("/auth"), token.to_owned());
+        set.spawn(async move {
+            let sent_at = started.elapsed();
+            (check_at(&client, &url, &token).await.0, sent_at)
+        });
+    }
+    set.join_all().await
+}
+
 async fn status(app: &App, token: &str) -> u16 {
     app.check(Some(token)).await.status().as_u16()
 }
@@ -360,17 +375,36 @@ async fn a_hanging_jwks_at_start_answers_unavailable_within_the_check_deadline()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_concurrent_checks_at_a_cold_start_share_one_discovery_and_one_jwks_fetch() {
+async fn a_thousand_concurrent_checks_at_a_cold_start_share_one_discovery_and_one_jwks_fetch() {
+    let delay = Duration::from_secs(1);
     let idp = TestIdp::start().await;
-    // A slow JWKS keeps the first fetch in flight while all checks arrive.
-    idp.set_delay(Duration::from_millis(300));
+    // A slow JWKS keeps the first fetch in flight while the checks arrive (each on its own
+    // connection: 2,000 descriptors with the server side, under the 20,000 limit). The default
+    // limit of 1,024 concurrent checks admits them all.
+    idp.set_delay(delay);
     let token = idp.mint(idp.valid_claims("alice"));
-    let app = App::start(&config(&idp.issuer(), "limits: {check_deadline: 5s}")).await;
+    let app = App::start(&config(&idp.issuer(), "limits: {check_deadline: 8s}")).await;
 
-    let answers = concurrent_checks(&app, &token, 50).await;
-    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    let started = Instant::now();
+    let answers = tokio::time::timeout(
+        Duration::from_secs(10),
+        concurrent_timed_checks(&app, &token, 1000),
+    )
+    .await
+    .expect("1,000 checks answered within 10 s");
+    let statuses: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
     assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
     assert_eq!((idp.discovery_fetches(), idp.jwks_fetches()), (1, 1));
+    // Checks sent before the JWKS answered waited for it, instead of fetching or failing.
+    let waited = answers
+        .iter()
+        .filter(|(_, sent_at)| *sent_at < delay / 2)
+        .count();
+    assert!(waited > 0, "no check arrived during the first fetch");
+    assert!(
+        started.elapsed() >= delay,
+        "answered before the JWKS was served"
+    );
 }
 
 #[tokio::test]
@@ -464,6 +498,8 @@ async fn jwks_faults_after_start_keep_the_last_good_key_set() {
         (Fault::WrongShape, "bad_jwks"),
         (Fault::HugeBody(8192), "too_large"),
         (Fault::EndlessBody, "too_large"),
+        // Last: a 404 drops the discovered URL, so the fetches after it ask discovery again.
+        (Fault::Status(404), "http_error"),
     ];
     for (fault, label) in faults {
         let failed_before = fetches_with(label, &app.metrics().await);
@@ -487,8 +523,21 @@ async fn jwks_faults_after_start_keep_the_last_good_key_set() {
             "{fault:?}: known kid denied"
         );
         assert_eq!(app.readyz().await, 200, "{fault:?}: not ready");
+        if fault == Fault::Status(404) {
+            assert!(idp.discovery_fetches() > 1, "no discovery after a 404");
+        } else {
+            assert_eq!(
+                idp.discovery_fetches(),
+                1,
+                "{fault:?}: the URL was not kept"
+            );
+        }
     }
-    assert_eq!(elsewhere.jwks_fetches(), 0, "a redirect was followed");
+    assert_eq!(
+        (elsewhere.discovery_fetches(), elsewhere.jwks_fetches()),
+        (0, 0),
+        "a redirect was followed"
+    );
 }
 
 #[tokio::test]
@@ -547,6 +596,26 @@ async fn a_duplicate_kid_is_ambiguous_and_oct_or_encryption_keys_are_never_used(
     let app = App::start(&config(&idp.issuer(), FAST_KEYS)).await;
     assert!(app.wait_ready(READY_LIMIT).await, "never ready");
     let claims = idp.valid_claims("alice");
+    let issuer = idp.issuer();
+    assert_eq!(
+        metric(
+            &app.metrics().await,
+            &format!(r#"authgate_keys_loaded{{issuer="{issuer}"}}"#)
+        ),
+        Some(3.0),
+        "the twins and other loaded, enc and oct skipped"
+    );
+    // Only this test denies for these two reasons in this binary: their deltas are its own.
+    let denied_for = |reason: &str, metrics: &str| {
+        metric(
+            metrics,
+            &format!(
+                r#"authgate_decisions_total{{frontend="forward_auth",result="deny",reason="{reason}"}}"#
+            ),
+        )
+        .unwrap_or(0.0)
+    };
+    let before = app.metrics().await;
 
     let other_token = other.sign_jwt(&claims).unwrap();
     assert_eq!(status(&app, &other_token).await, 200, "the other keys work");
@@ -557,11 +626,20 @@ async fn a_duplicate_kid_is_ambiguous_and_oct_or_encryption_keys_are_never_used(
     ] {
         assert_eq!(status(&app, &token).await, 401, "ambiguous kid allowed");
     }
+    let after = app.metrics().await;
+    assert_eq!(
+        denied_for("ambiguous_key", &after) - denied_for("ambiguous_key", &before),
+        2.0
+    );
+    assert_eq!(idp.jwks_fetches(), 1, "an ambiguous kid is not refetched");
+
+    // The enc key was skipped: its kid is unknown, which costs one refetch.
     assert_eq!(
         status(&app, &enc.sign_jwt(&claims).unwrap()).await,
         401,
         "use: enc key used"
     );
+    assert_eq!(idp.jwks_fetches(), 2);
     let mut hs_header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     hs_header.kid = Some("hs".to_owned());
     let hs_token = jsonwebtoken::encode(
@@ -571,6 +649,13 @@ async fn a_duplicate_kid_is_ambiguous_and_oct_or_encryption_keys_are_never_used(
     )
     .unwrap();
     assert_eq!(status(&app, &hs_token).await, 401, "oct key used");
+    // HS256 is refused before any key is looked at.
+    assert_eq!(
+        denied_for("algorithm_not_allowed", &app.metrics().await)
+            - denied_for("algorithm_not_allowed", &after),
+        1.0
+    );
+    assert_eq!(idp.jwks_fetches(), 2);
     assert_eq!(status(&app, &other_token).await, 200);
 }
 

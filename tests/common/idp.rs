@@ -1,5 +1,6 @@
 //! A controllable OIDC discovery + JWKS server for integration tests: it rotates keys, injects
-//! faults, answers slowly or not at all, and counts the fetches it receives.
+//! faults, answers slowly or not at all, and counts per endpoint the fetches it receives, the ones
+//! whose client hung up before the answer, and the body bytes it sent.
 
 // Clippy only treats `#[test]` fns and `#[cfg(test)]` items as tests; this whole file is test
 // harness, where a broken precondition should fail the test loudly.
@@ -23,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt as _;
 use http::{HeaderValue, StatusCode, header};
-use hyper::body::Frame;
+use hyper::body::{Frame, SizeHint};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -64,11 +65,26 @@ pub(crate) enum Fault {
     /// Answer 200 with well-formed JSON of the wrong shape (e.g. `"keys"` not an array).
     WrongShape,
     /// Answer 200 with the real document padded with whitespace to this many bytes (so it parses
-    /// if read whole), sent with a `Content-Length`.
+    /// if read whole), announced in a `Content-Length` and streamed, so 100 MB cost no memory.
     HugeBody(usize),
     /// Answer 200 with the start of the real document followed by whitespace, chunked, without a
     /// `Content-Length`, until the client hangs up or [`ENDLESS_BODY_LIMIT`] bytes are sent.
     EndlessBody,
+}
+
+/// A JWKS of `count` copies of `key`'s public JWK, named `bulk-0`, `bulk-1`...: a large set
+/// without generating a key for each. A token signed by `key` whose header names any `bulk-N`
+/// verifies if that JWK is accepted. Serve it with [`TestIdp::set_raw_jwks`].
+pub(crate) fn bulk_jwks(key: &SigningKey, count: usize) -> Value {
+    let template = key.public_jwk();
+    let keys: Vec<Value> = (0..count)
+        .map(|i| {
+            let mut jwk = template.clone();
+            jwk["kid"] = Value::from(format!("bulk-{i}"));
+            jwk
+        })
+        .collect();
+    json!({ "keys": keys })
 }
 
 /// What a test has set; read on every request.
@@ -81,17 +97,30 @@ struct Settings {
     discovery_fault: Fault,
     cache_control: Option<String>,
     discovery_issuer: Option<String>,
-    delay: Duration,
+    discovery_jwks_uri: Option<String>,
+    jwks_delay: Duration,
+    discovery_delay: Duration,
     raw_jwks: Option<Value>,
     down: bool,
+}
+
+/// What one endpoint has seen.
+#[derive(Debug, Default)]
+struct Traffic {
+    /// Requests received, counted on arrival.
+    requests: AtomicUsize,
+    /// Requests whose client hung up before the (delayed) answer was ready.
+    abandoned: AtomicUsize,
+    /// The most body bytes handed to the connection for one answer.
+    largest_body: AtomicUsize,
 }
 
 #[derive(Debug)]
 struct Shared {
     issuer: String,
     settings: Mutex<Settings>,
-    jwks_fetches: AtomicUsize,
-    discovery_fetches: AtomicUsize,
+    jwks: Arc<Traffic>,
+    discovery: Arc<Traffic>,
 }
 
 impl Shared {
@@ -133,12 +162,14 @@ impl TestIdp {
                 discovery_fault: Fault::None,
                 cache_control: None,
                 discovery_issuer: None,
-                delay: Duration::ZERO,
+                discovery_jwks_uri: None,
+                jwks_delay: Duration::ZERO,
+                discovery_delay: Duration::ZERO,
                 raw_jwks: None,
                 down: false,
             }),
-            jwks_fetches: AtomicUsize::new(0),
-            discovery_fetches: AtomicUsize::new(0),
+            jwks: Arc::default(),
+            discovery: Arc::default(),
         });
         let router = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -276,9 +307,21 @@ impl TestIdp {
         self.shared.settings().discovery_issuer = issuer;
     }
 
-    /// Delays every JWKS answer (faults included) by `delay`; the fetch is counted on arrival.
+    /// Overrides the `jwks_uri` field of the discovery document (`ftp://...`, another host...);
+    /// `None` restores the real one.
+    pub(crate) fn set_discovery_jwks_uri(&self, jwks_uri: Option<String>) {
+        self.shared.settings().discovery_jwks_uri = jwks_uri;
+    }
+
+    /// Delays every JWKS answer (faults included) by `delay`; the fetch is counted on arrival,
+    /// and as abandoned if the client hangs up before the delay is over.
     pub(crate) fn set_delay(&self, delay: Duration) {
-        self.shared.settings().delay = delay;
+        self.shared.settings().jwks_delay = delay;
+    }
+
+    /// Like [`TestIdp::set_delay`], for the discovery endpoint.
+    pub(crate) fn set_discovery_delay(&self, delay: Duration) {
+        self.shared.settings().discovery_delay = delay;
     }
 
     /// Serves this JSON as the JWKS instead of the published keys (bad keys, duplicate kids, oct
@@ -294,18 +337,38 @@ impl TestIdp {
 
     /// JWKS requests received so far.
     pub(crate) fn jwks_fetches(&self) -> usize {
-        self.shared.jwks_fetches.load(Ordering::SeqCst)
+        self.shared.jwks.requests.load(Ordering::SeqCst)
     }
 
     /// Discovery requests received so far.
     pub(crate) fn discovery_fetches(&self) -> usize {
-        self.shared.discovery_fetches.load(Ordering::SeqCst)
+        self.shared.discovery.requests.load(Ordering::SeqCst)
     }
 
-    /// Sets both fetch counters back to zero.
+    /// JWKS requests whose client closed the connection while the answer was delayed.
+    pub(crate) fn jwks_abandoned(&self) -> usize {
+        self.shared.jwks.abandoned.load(Ordering::SeqCst)
+    }
+
+    /// Discovery requests whose client closed the connection while the answer was delayed.
+    pub(crate) fn discovery_abandoned(&self) -> usize {
+        self.shared.discovery.abandoned.load(Ordering::SeqCst)
+    }
+
+    /// The most body bytes handed to the connection for one JWKS answer (what the client read,
+    /// plus what socket buffers held when it hung up).
+    pub(crate) fn largest_jwks_body_sent(&self) -> usize {
+        self.shared.jwks.largest_body.load(Ordering::SeqCst)
+    }
+
+    /// Sets every counter (fetches, abandoned requests, largest body) of both endpoints back to
+    /// zero.
     pub(crate) fn reset_fetch_counts(&self) {
-        self.shared.jwks_fetches.store(0, Ordering::SeqCst);
-        self.shared.discovery_fetches.store(0, Ordering::SeqCst);
+        for traffic in [&self.shared.jwks, &self.shared.discovery] {
+            traffic.requests.store(0, Ordering::SeqCst);
+            traffic.abandoned.store(0, Ordering::SeqCst);
+            traffic.largest_body.store(0, Ordering::SeqCst);
+        }
     }
 
     /// Stops the server: the listener is closed when this returns (new connections are refused),
@@ -335,21 +398,34 @@ impl Drop for TestIdp {
 }
 
 async fn discovery(State(shared): State<Arc<Shared>>) -> Response {
-    shared.discovery_fetches.fetch_add(1, Ordering::SeqCst);
-    let (down, fault, issuer) = {
+    let pending = Pending::arrived(&shared.discovery);
+    let delay = shared.settings().discovery_delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let (down, fault, issuer, jwks_uri) = {
         let settings = shared.settings();
         let issuer = settings
             .discovery_issuer
             .clone()
             .unwrap_or_else(|| shared.issuer.clone());
-        (settings.down, settings.discovery_fault.clone(), issuer)
+        let jwks_uri = settings
+            .discovery_jwks_uri
+            .clone()
+            .unwrap_or_else(|| format!("{}/jwks", shared.issuer));
+        (
+            settings.down,
+            settings.discovery_fault.clone(),
+            issuer,
+            jwks_uri,
+        )
     };
     if down {
-        return unavailable();
+        return pending.answer(unavailable());
     }
     let document = json!({
         "issuer": issuer,
-        "jwks_uri": format!("{}/jwks", shared.issuer),
+        "jwks_uri": jwks_uri,
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
@@ -358,12 +434,12 @@ async fn discovery(State(shared): State<Arc<Shared>>) -> Response {
         malformed: br#"{"issuer":"http://127.0.0.1"#,
         wrong_shape: br#"{"issuer":42,"jwks_uri":["not","a","string"]}"#,
     };
-    answer(&fault, &document, &bodies, None)
+    pending.answer(answer(&fault, &document, &bodies, None))
 }
 
 async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
-    shared.jwks_fetches.fetch_add(1, Ordering::SeqCst);
-    let delay = shared.settings().delay;
+    let pending = Pending::arrived(&shared.jwks);
+    let delay = shared.settings().jwks_delay;
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -385,13 +461,51 @@ async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
         )
     };
     if down {
-        return unavailable();
+        return pending.answer(unavailable());
     }
     let bodies = FaultBodies {
         malformed: br#"{"keys":[{"kty":"RSA","kid":"k1","#,
         wrong_shape: br#"{"keys":{"kty":"RSA","kid":"k1"}}"#,
     };
-    answer(&fault, &document, &bodies, cache_control.as_deref())
+    pending.answer(answer(&fault, &document, &bodies, cache_control.as_deref()))
+}
+
+/// One request being handled. The server drops the handler when its client hangs up; if that
+/// happens before [`Pending::answer`], the request counts as abandoned.
+struct Pending {
+    traffic: Arc<Traffic>,
+    answered: bool,
+}
+
+impl Pending {
+    fn arrived(traffic: &Arc<Traffic>) -> Pending {
+        traffic.requests.fetch_add(1, Ordering::SeqCst);
+        Pending {
+            traffic: Arc::clone(traffic),
+            answered: false,
+        }
+    }
+
+    /// Hands `response` to the server with its body bytes counted as they are sent.
+    fn answer(mut self, response: Response) -> Response {
+        self.answered = true;
+        let traffic = Arc::clone(&self.traffic);
+        response.map(|inner| {
+            Body::new(CountedBody {
+                inner,
+                sent: 0,
+                traffic,
+            })
+        })
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.traffic.abandoned.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 /// The bodies an endpoint sends for [`Fault::MalformedJson`] and [`Fault::WrongShape`].
@@ -426,29 +540,21 @@ fn answer(
         Fault::MalformedJson => json_response(StatusCode::OK, bodies.malformed.to_vec()),
         Fault::WrongShape => json_response(StatusCode::OK, bodies.wrong_shape.to_vec()),
         Fault::HugeBody(size) => {
-            let mut padded = document;
-            if padded.len() < *size {
-                padded.resize(*size, b' ');
-            }
-            json_response(StatusCode::OK, padded)
+            let len = document.len().max(*size);
+            let body = PaddedBody::new(&document, &[], len.saturating_sub(document.len()), true);
+            let mut response = streamed_json_response(body);
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            response
         }
         Fault::EndlessBody => {
             // Everything but the closing brace, then whitespace, then the brace: valid JSON if a
             // client ever reads all ENDLESS_BODY_LIMIT bytes.
             let split = document.len().saturating_sub(1);
             let (head, tail) = document.split_at(split);
-            let body = EndlessBody {
-                head: Some(Bytes::copy_from_slice(head)),
-                remaining: ENDLESS_BODY_LIMIT.saturating_sub(document.len()),
-                filler: Bytes::from(vec![b' '; 64 * 1024]),
-                tail: Some(Bytes::copy_from_slice(tail)),
-            };
-            let mut response = Body::new(body).into_response();
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            response
+            let padding = ENDLESS_BODY_LIMIT.saturating_sub(document.len());
+            streamed_json_response(PaddedBody::new(head, tail, padding, false))
         }
     };
     if let (Some(value), Fault::None) = (cache_control, fault) {
@@ -463,6 +569,15 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+fn streamed_json_response(body: PaddedBody) -> Response {
+    let mut response = Body::new(body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 fn unavailable() -> Response {
     json_response(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -470,15 +585,35 @@ fn unavailable() -> Response {
     )
 }
 
-/// A chunked body: `head`, then `remaining` bytes of whitespace, then `tail`.
-struct EndlessBody {
+/// A streamed body: `head`, then `padding` bytes of whitespace, then `tail`; with an exact size
+/// hint when `announced` (the length goes in `Content-Length`), chunked otherwise.
+struct PaddedBody {
     head: Option<Bytes>,
-    remaining: usize,
+    padding: usize,
     filler: Bytes,
     tail: Option<Bytes>,
+    announced: bool,
 }
 
-impl hyper::body::Body for EndlessBody {
+impl PaddedBody {
+    fn new(head: &[u8], tail: &[u8], padding: usize, announced: bool) -> PaddedBody {
+        let non_empty = |bytes: &[u8]| (!bytes.is_empty()).then(|| Bytes::copy_from_slice(bytes));
+        PaddedBody {
+            head: non_empty(head),
+            padding,
+            filler: Bytes::from(vec![b' '; 64 * 1024]),
+            tail: non_empty(tail),
+            announced,
+        }
+    }
+
+    fn remaining(&self) -> usize {
+        let len = |part: &Option<Bytes>| part.as_ref().map_or(0, Bytes::len);
+        len(&self.head) + self.padding + len(&self.tail)
+    }
+}
+
+impl hyper::body::Body for PaddedBody {
     type Data = Bytes;
     type Error = Infallible;
 
@@ -489,11 +624,59 @@ impl hyper::body::Body for EndlessBody {
         if let Some(head) = self.head.take() {
             return Poll::Ready(Some(Ok(Frame::data(head))));
         }
-        if self.remaining > 0 {
-            let len = self.remaining.min(self.filler.len());
-            self.remaining -= len;
+        if self.padding > 0 {
+            let len = self.padding.min(self.filler.len());
+            self.padding -= len;
             return Poll::Ready(Some(Ok(Frame::data(self.filler.slice(..len)))));
         }
         Poll::Ready(self.tail.take().map(|tail| Ok(Frame::data(tail))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining() == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.announced {
+            SizeHint::with_exact(self.remaining() as u64)
+        } else {
+            SizeHint::default()
+        }
+    }
+}
+
+/// Wraps an answer's body to record in [`Traffic::largest_body`] how much of it was sent.
+struct CountedBody {
+    inner: Body,
+    sent: usize,
+    traffic: Arc<Traffic>,
+}
+
+impl hyper::body::Body for CountedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.sent += data.len();
+            self.traffic
+                .largest_body
+                .fetch_max(self.sent, Ordering::SeqCst);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
