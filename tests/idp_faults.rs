@@ -212,7 +212,8 @@ async fn a_jwks_answering_in_30s_is_abandoned_at_the_fetch_timeout_while_cached_
     assert_eq!(check(&app, tag, &old).await.status, 200);
 
     // The IdP answers again. The failed refetch is not retried on its own (the set is fresh):
-    // the new kid is denied without a fetch until the cooldown ends, then refetched once.
+    // until the cooldown ends the new kid is denied without a fetch, as unavailable (503: the
+    // last fetch failed, so the kid may be real), then refetched once.
     idp.set_delay(Duration::ZERO);
     assert!(
         eventually(Duration::from_secs(5), || async {
@@ -230,7 +231,7 @@ async fn a_jwks_answering_in_30s_is_abandoned_at_the_fetch_timeout_while_cached_
     let reasons = deny_reasons(tag);
     assert_eq!(reasons[0], "deadline_exceeded");
     assert!(
-        reasons[1..].iter().all(|r| r == "unknown_key"),
+        reasons[1..].iter().all(|r| r == "keys_unavailable"),
         "{reasons:?}"
     );
 }
@@ -320,8 +321,10 @@ async fn a_100_mb_or_endless_jwks_is_cut_off_at_the_byte_cap_and_the_last_good_s
         let too_large = fetches_with(&app, &idp.issuer(), "too_large").await;
 
         let answer = check(&app, tag, &new).await;
+        // The refused set is not taken; with the fetch failed the new kid cannot be ruled
+        // out, so it is unavailable (503 + Retry-After), not an invalid token.
         assert_eq!(
-            answer.status, 401,
+            answer.status, 503,
             "{fault:?}: the refused set has the new key"
         );
         assert!(
@@ -340,7 +343,7 @@ async fn a_100_mb_or_endless_jwks_is_cut_off_at_the_byte_cap_and_the_last_good_s
         assert_eq!(check(&app, tag, &old).await.status, 200, "{fault:?}");
         assert_eq!(app.readyz().await, 200, "{fault:?}");
     }
-    assert_eq!(deny_reasons(tag), ["unknown_key"; 2]);
+    assert_eq!(deny_reasons(tag), ["keys_unavailable"; 2]);
 
     tokio::time::sleep(cooldown).await;
     idp.set_jwks_fault(Fault::None);
@@ -369,7 +372,8 @@ async fn a_jwks_of_10000_keys_is_over_max_keys_and_rejected_whole() {
     idp.set_raw_jwks(Some(bulk_jwks(&k1, 10_000)));
     idp.reset_fetch_counts();
     let answer = check(&app, tag, &bulk).await;
-    assert_eq!(answer.status, 401, "a key of the oversized set was used");
+    // Not taken (not 200); the failed fetch leaves the kid unconfirmed: 503, not 401.
+    assert_eq!(answer.status, 503, "a key of the oversized set was used");
     assert_eq!(idp.jwks_fetches(), 1, "one refetch");
     assert_eq!(fetches_with(&app, &idp.issuer(), "bad_jwks").await, 1.0);
     // k1 is not in the bulk set: had any of it been taken, k1 would be gone.
@@ -387,7 +391,7 @@ async fn a_jwks_of_10000_keys_is_over_max_keys_and_rejected_whole() {
     tokio::time::sleep(Duration::from_millis(250)).await;
     idp.set_raw_jwks(Some(bulk_jwks(&k1, 100)));
     assert_eq!(check(&app, tag, &bulk).await.status, 200);
-    assert_eq!(deny_reasons(tag), ["unknown_key"]);
+    assert_eq!(deny_reasons(tag), ["keys_unavailable"]);
     assert_eq!(idp.jwks_fetches(), 2);
 }
 
@@ -512,12 +516,19 @@ async fn a_discovery_naming_another_issuer_or_an_unexpected_jwks_uri_is_never_fo
         let expected = if *tag == "issuer-mismatch" {
             "its issuer does not equal the configured issuer"
         } else {
-            "jwks_uri is not an https URL"
+            "is not an https URL"
         };
         assert!(
             errors.iter().any(|error| error.contains(expected)),
             "{tag}: {errors:?}"
         );
+        // The log names the rejected jwks_uri, so an operator sees what the IdP published.
+        if *tag != "issuer-mismatch" {
+            assert!(
+                errors.iter().any(|error| error.contains("jwks_uri \"")),
+                "{tag}: {errors:?}"
+            );
+        }
     }
     assert_eq!(
         (elsewhere.discovery_fetches(), elsewhere.jwks_fetches()),

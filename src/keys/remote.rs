@@ -344,9 +344,12 @@ impl Inner {
         let scheme_ok = jwks_uri.starts_with("https://")
             || (jwks_uri.starts_with("http://") && http_allowed(&self.issuer, jwks_uri));
         if !scheme_ok || reqwest::Url::parse(jwks_uri).is_err() {
-            return Err(problem(
-                "jwks_uri is not an https URL (http only on loopback or with allow_http)",
-            ));
+            // The value comes from the IdP's own document, never from a token: safe to log,
+            // truncated so a hostile document cannot flood the log.
+            let shown: String = jwks_uri.chars().take(200).collect();
+            return Err(problem(&format!(
+                "jwks_uri {shown:?} is not an https URL (http only on loopback or with allow_http)"
+            )));
         }
         Ok(jwks_uri.to_owned())
     }
@@ -445,7 +448,7 @@ impl Inner {
                 (true, None) => {
                     metrics::counter!(telemetry::KEY_CACHE, "result" => "miss_cooldown")
                         .increment(1);
-                    return KeyLookup::UnknownKid;
+                    return Self::unknown_or_unavailable(&st);
                 }
                 (false, running) => {
                     st.last_unknown_kid_fetch = Some(now);
@@ -460,13 +463,27 @@ impl Inner {
             }
         };
         until_true(&mut rx).await;
-        let found = self.find_now(kid, alg);
+        let mut found = self.find_now(kid, alg);
         if joined && matches!(found, KeyLookup::UnknownKid) {
             let mut rx = self.begin_fetch();
             until_true(&mut rx).await;
-            return self.find_now(kid, alg);
+            found = self.find_now(kid, alg);
         }
-        found
+        match found {
+            KeyLookup::UnknownKid => Self::unknown_or_unavailable(&lock(&self.state)),
+            found => found,
+        }
+    }
+
+    /// A kid the current set lacks is unknown while the IdP answers; while its last fetch failed
+    /// the kid may well be real (a rotation the failure hides), so the check is unavailable
+    /// (503 + Retry-After, retried by the client) rather than an invalid token.
+    fn unknown_or_unavailable(st: &State) -> KeyLookup {
+        if st.failures > 0 {
+            KeyLookup::Unavailable
+        } else {
+            KeyLookup::UnknownKid
+        }
     }
 }
 
