@@ -96,6 +96,22 @@ ngx_expect_anonymous_without_identity() {
         ngx_expect_no_underscore_spelling
 }
 
+# A client cannot pick the URI authgate decides on: nginx sets X-Original-URI from its own
+# $request_uri over whatever the client sent.
+ngx_expect_original_uri_not_trusted() {
+    ngx_expect_deny_for missing_token "$NGX_MAIN" /api/items 401 "$NGX_REALM_ONLY" \
+        -H "X-Original-URI: /public/x" -H "X-Forwarded-Uri: /public/x"
+}
+
+# $request_uri is the raw URI: authgate resolves the dot segments itself (the deny rule on
+# /denied applies, not the anonymous /public), and refuses an encoded slash outright (400, which
+# the nginx profile answers as 401 invalid_request).
+ngx_expect_raw_uri_canonicalised() {
+    ngx_expect_deny_for route_denied "$NGX_MAIN" /public/../denied/x 403 "" --path-as-is || return 1
+    ngx_expect_deny_for ambiguous_path "$NGX_MAIN" /public/..%2fdenied/x 401 \
+        '^Bearer realm="authgate", error="invalid_request"' --path-as-is
+}
+
 ngx_expect_body_to_upstream_only() {
     ngx_expect_allow "$NGX_MAIN" /api/items "$1" -X POST --data-binary 'hello' || return 1
     expect_eq "upstream method" POST "$(printf '%s' "$RESP_BODY" | jq -r .method)" &&
@@ -198,6 +214,10 @@ if ((ngx_ok)); then
         ngx_expect_deny_for route_denied "$NGX_MAIN" /denied/x 403 "" -H "Authorization: Bearer $ngx_token"
     check "nginx: request body goes to the upstream (not to authgate)" \
         ngx_expect_body_to_upstream_only "$ngx_token"
+    check "nginx: client-sent X-Original-URI: /public does not open a protected path" \
+        ngx_expect_original_uri_not_trusted
+    check "nginx: /public/../denied is denied by the /denied rule; an encoded slash is refused" \
+        ngx_expect_raw_uri_canonicalised
 
     for ngx_names in "X-Auth-Subject X-Auth-Issuer" "x-auth-subject x-auth-issuer" \
         "X_Auth_Subject X_Auth_Issuer"; do
