@@ -27,7 +27,7 @@ use authgate::demo::signing::{SigningAlg, SigningKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::app::App;
-use common::idp::{TEST_AUDIENCE, TestIdp};
+use common::idp::{TEST_AUDIENCE, TestIdp, rsa_1024_jwk};
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
@@ -299,6 +299,10 @@ impl World {
         let ed = SigningKey::generate(SigningAlg::EdDSA, "ed1").unwrap();
         idp.add_key(ec.clone());
         idp.add_key(ed.clone());
+        // Plus a 1024-bit RSA key, which the key set must never take.
+        idp.set_raw_jwks(Some(json!({"keys": [
+            rsa.public_jwk(), ec.public_jwk(), ed.public_jwk(), rsa_1024_jwk("small"),
+        ]})));
         let yaml = matrix_config(&idp.issuer());
         let app = App::start(&yaml).await;
         assert!(app.wait_ready(Duration::from_secs(5)).await, "never ready");
@@ -1255,6 +1259,12 @@ fn cases(w: &World) -> Vec<Case> {
         bearer(&w.attacker.sign_jwt(&claims).unwrap()),
         "bad_signature",
     ));
+    v.push(fetches(case(
+        s_,
+        "kid of a 1024-bit RSA key in the JWKS",
+        bearer(&w.signed(&w.rsa, json!({"kid": "small"}), &claims)),
+        "unknown_key",
+    )));
 
     // --- forward-auth framing (path rules) --------------------------------------------------
     let r = "framing";
