@@ -24,6 +24,8 @@ use crate::keys::{KeyHealth, KeyLookup, KeySource, VerifyingKey};
 use crate::telemetry;
 use crate::token::{TokenSource, find_token};
 use crate::verify::{FormatError, numeric_date, parse_compact, signature_valid};
+use futures_util::FutureExt as _;
+use std::panic::AssertUnwindSafe;
 
 /// Which mouth a check came through (a metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +163,8 @@ pub enum DenyReason {
     DeadlineExceeded,
     /// The concurrency limit shed the check.
     Overloaded,
+    /// The decision failed inside authgate (a bug); denied, never allowed.
+    InternalError,
 }
 
 /// How a denial is presented; each adapter maps a kind once to its status.
@@ -182,7 +186,7 @@ pub enum DenyKind {
 
 impl DenyReason {
     /// Every reason, for exhaustive tests and documentation.
-    pub const ALL: [DenyReason; 29] = [
+    pub const ALL: [DenyReason; 30] = [
         DenyReason::MissingToken,
         DenyReason::EmptyToken,
         DenyReason::MultipleTokens,
@@ -212,6 +216,7 @@ impl DenyReason {
         DenyReason::KeysUnavailable,
         DenyReason::DeadlineExceeded,
         DenyReason::Overloaded,
+        DenyReason::InternalError,
     ];
 
     /// The metric label.
@@ -247,6 +252,7 @@ impl DenyReason {
             KeysUnavailable => "keys_unavailable",
             DeadlineExceeded => "deadline_exceeded",
             Overloaded => "overloaded",
+            InternalError => "internal_error",
         }
     }
 
@@ -268,7 +274,9 @@ impl DenyReason {
             }
             InsufficientScope | ClaimMismatch => DenyKind::InsufficientScope,
             RouteDenied => DenyKind::Forbidden,
-            KeysUnavailable | DeadlineExceeded | Overloaded => DenyKind::Unavailable,
+            KeysUnavailable | DeadlineExceeded | Overloaded | InternalError => {
+                DenyKind::Unavailable
+            }
         }
     }
 }
@@ -293,7 +301,7 @@ pub struct Deny {
 impl Deny {
     fn new(reason: DenyReason) -> Self {
         let retry_after = match reason {
-            DenyReason::Overloaded => Some(1),
+            DenyReason::Overloaded | DenyReason::InternalError => Some(1),
             DenyReason::KeysUnavailable | DenyReason::DeadlineExceeded => Some(5),
             _ => None,
         };
@@ -639,7 +647,15 @@ impl Decider {
         let started = Instant::now();
         let frontend = req.frontend.as_str();
         let decision = match self.limiter.try_acquire() {
-            Ok(_permit) => self.decide_within_limits(req, explicit, started).await,
+            // A panic in the decision path is a bug; it must still end as a counted deny, never
+            // as a dropped connection (which Envoy's failure_mode_allow would turn into an allow).
+            Ok(_permit) => AssertUnwindSafe(self.decide_within_limits(req, explicit, started))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::error!(frontend, "the decision panicked; denied as internal_error");
+                    Decision::Deny(Deny::new(DenyReason::InternalError))
+                }),
             Err(_) => {
                 metrics::counter!(telemetry::SHED, "frontend" => frontend).increment(1);
                 Decision::Deny(Deny::new(DenyReason::Overloaded))

@@ -119,6 +119,15 @@ fn load(config_path: Option<&PathBuf>, flags: &Overrides) -> Result<config::Conf
 }
 
 fn main() -> ExitCode {
+    // A panic's message may quote request bytes (a token): log where it happened, never what.
+    // (The decision path turns its own panics into `internal_error` denies.)
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(%location, "panic (message withheld: it may quote request data)");
+    }));
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => {

@@ -105,7 +105,14 @@ impl FromStr for Alg {
             "ES384" => Alg::ES384,
             "EdDSA" => Alg::EdDSA,
             other if other.eq_ignore_ascii_case("none") => return Err(AlgError::None),
-            other if other.len() >= 2 && other[..2].eq_ignore_ascii_case("HS") => {
+            // Bytes, not `&other[..2]`: the name is attacker text and byte 2 may fall inside a
+            // multi-byte character (a panic cargo-fuzz found).
+            other
+                if other
+                    .as_bytes()
+                    .get(..2)
+                    .is_some_and(|p| p.eq_ignore_ascii_case(b"HS")) =>
+            {
                 return Err(AlgError::Symmetric(other.to_owned()));
             }
             other => return Err(AlgError::Unknown(other.to_owned())),
@@ -347,7 +354,21 @@ mod tests {
     #[test]
     fn every_spelling_of_none_and_symmetric_algorithms_are_rejected() {
         for alg in [
-            "none", "None", "NONE", "nOnE", "HS256", "hs512", "", "RS256 ", "rs256", "ES512",
+            "none",
+            "None",
+            "NONE",
+            "nOnE",
+            "HS256",
+            "hs512",
+            "",
+            "RS256 ",
+            "rs256",
+            "ES512",
+            // Multi-byte characters across the two-byte "HS" prefix check (found by cargo-fuzz).
+            "H\u{e9}256",
+            "\u{e9}",
+            "\u{1f600}S256",
+            "H",
         ] {
             let t = token(&format!(r#"{{"alg":"{alg}"}}"#), "{}");
             assert_eq!(parse_compact(&t).unwrap_err(), FormatError::Alg, "{alg}");

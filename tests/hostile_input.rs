@@ -782,6 +782,13 @@ fn cases(w: &World) -> Vec<Case> {
             "algorithm_not_allowed",
         ));
     }
+    // A multi-byte character across the two-byte "HS" check: a panic cargo-fuzz found.
+    v.push(case(
+        j,
+        "alg with a multi-byte character",
+        bearer(&w.signed(&w.rsa, json!({"alg": "H\u{e9}256"}), &claims)),
+        "algorithm_not_allowed",
+    ));
     v.push(case(
         j,
         "unknown alg",

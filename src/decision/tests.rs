@@ -706,6 +706,42 @@ async fn a_key_lookup_past_the_deadline_is_unavailable_not_a_hang() {
 }
 
 #[tokio::test]
+async fn a_panic_in_the_decision_path_is_a_counted_deny_and_frees_its_permit() {
+    /// A key source with a bug.
+    #[derive(Debug)]
+    struct Broken;
+
+    impl KeySource for Broken {
+        fn lookup<'a>(&'a self, _kid: Option<&'a str>, _alg: Alg) -> BoxFuture<'a, KeyLookup> {
+            Box::pin(async { panic!("a bug in a key source") })
+        }
+
+        fn health(&self) -> KeyHealth {
+            KeyHealth {
+                usable: true,
+                keys: 1,
+                age: None,
+            }
+        }
+    }
+
+    let f = fixture_with(
+        "limits: {max_concurrent_checks: 1}",
+        Some(Arc::new(Broken) as Arc<dyn KeySource>),
+    );
+    let token = f.token(&claims());
+    // Twice: the permit of the panicked check was given back (no Overloaded the second time).
+    for _ in 0..2 {
+        let Decision::Deny(d) = f.decide_token(&token).await else {
+            panic!("a panic must never allow")
+        };
+        assert_eq!(d.reason, DenyReason::InternalError);
+        assert_eq!(d.kind(), DenyKind::Unavailable);
+        assert_eq!(d.retry_after, Some(1));
+    }
+}
+
+#[tokio::test]
 async fn checks_over_the_concurrency_limit_are_shed() {
     /// Parks every lookup, after saying that one has begun.
     #[derive(Debug)]
