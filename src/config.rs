@@ -53,6 +53,10 @@ pub const DEFAULT_MAX_CONCURRENT_CHECKS: usize = 1024;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
 /// Time a client gets to send its request headers.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Upper bound of every duration setting.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Upper bound of every count and size setting.
+const MAX_COUNT: usize = 1_000_000_000;
 /// Open connections per listener; more wait in the kernel's backlog until one closes.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Time between SIGTERM and closing the listeners (readiness is false during it).
@@ -826,6 +830,12 @@ impl Problems {
     fn duration(&mut self, field: &str, value: Option<&String>, default: Duration) -> Duration {
         let Some(text) = value else { return default };
         match humantime::parse_duration(text.trim()) {
+            // Far beyond any sensible setting, and far from the overflow of `Instant + d` or of
+            // the caches' own limits (moka refuses a TTL over 1000 years).
+            Ok(d) if d > MAX_DURATION => {
+                self.add(field, "must be at most 365d");
+                default
+            }
             Ok(d) => d,
             Err(e) => {
                 self.add(
@@ -852,6 +862,12 @@ impl Problems {
         match value {
             Some(0) => {
                 self.add(field, "must be greater than 0");
+                default
+            }
+            // Counts and sizes beyond this are typos; tokio's semaphores also refuse more
+            // than usize::MAX >> 3 permits.
+            Some(v) if v > MAX_COUNT => {
+                self.add(field, format!("must be at most {MAX_COUNT}"));
                 default
             }
             Some(v) => v,
@@ -1378,6 +1394,16 @@ impl RawConfig {
                 "http.envoy_prefix",
                 "must start with / and not overlap /auth",
             );
+        } else if envoy_prefix.contains("//")
+            || !envoy_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b))
+        {
+            // Route syntax (`{x}`, `{*x}`) or odd bytes would change what the router matches.
+            p.add(
+                "http.envoy_prefix",
+                "may hold only letters, digits, - . _ ~ and single / between segments",
+            );
         }
         let realm = self
             .http
@@ -1572,6 +1598,38 @@ mod tests {
                 .any(|l| l.starts_with("limits.header_read_timeout:")),
             "{lines:?}"
         );
+    }
+
+    #[test]
+    fn absurd_sizes_durations_and_route_syntax_are_config_errors_not_start_up_panics() {
+        // Each of these passed validation once and then panicked at start-up (cargo-fuzz).
+        let base = "issuers: [{issuer: https://idp.example.com}]\naudiences: [api]\n";
+        for (yaml, field) in [
+            ("verified_cache: {ttl: 1001y}", "verified_cache.ttl:"),
+            ("shutdown: {grace: 400d}", "shutdown.grace:"),
+            (
+                "limits: {max_concurrent_checks: 2305843009213693952}",
+                "limits.max_concurrent_checks:",
+            ),
+            (
+                "limits: {max_connections: 2305843009213693952}",
+                "limits.max_connections:",
+            ),
+            ("http: {envoy_prefix: \"/{x}\"}", "http.envoy_prefix:"),
+            ("http: {envoy_prefix: \"/{*x}\"}", "http.envoy_prefix:"),
+            ("http: {envoy_prefix: //envoy}", "http.envoy_prefix:"),
+            ("http: {envoy_prefix: \"/env oy\"}", "http.envoy_prefix:"),
+        ] {
+            let lines = problems(&format!("{base}{yaml}\n"));
+            assert!(
+                lines.iter().any(|l| l.starts_with(field)),
+                "{yaml}: {lines:?}"
+            );
+        }
+        let ok = validate(&format!(
+            "{base}http: {{envoy_prefix: /ext-authz/v1.0_x~}}\n"
+        ));
+        assert_eq!(ok.expect("valid").http.envoy_prefix, "/ext-authz/v1.0_x~");
     }
 
     #[test]
