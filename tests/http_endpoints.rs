@@ -356,7 +356,7 @@ async fn an_anonymous_route_allows_without_a_token_and_a_deny_route_forbids_even
 }
 
 #[tokio::test]
-async fn a_check_without_an_original_uri_never_matches_an_anonymous_path_rule() {
+async fn a_check_without_an_original_uri_is_malformed_where_rules_look_at_the_path() {
     let (_idp, app) = start("routes: [{path_prefix: /, action: anonymous}]").await;
     assert_eq!(ask(&app, Mouth::Traefik, "/", None).await.status(), 200);
     assert_eq!(ask(&app, Mouth::Nginx, "/", None).await.status(), 200);
@@ -369,7 +369,9 @@ async fn a_check_without_an_original_uri_never_matches_an_anonymous_path_rule() 
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 401, "/auth without X-Forwarded-Uri");
+    // Route rules look at the path and the proxy did not send it: a malformed check (400),
+    // never the anonymous rule and never a silently skipped rule.
+    assert_eq!(response.status(), 400, "/auth without X-Forwarded-Uri");
     let response = app
         .client
         .get(app.url("/auth/nginx"))
@@ -377,7 +379,17 @@ async fn a_check_without_an_original_uri_never_matches_an_anonymous_path_rule() 
         .send()
         .await
         .unwrap();
+    // The same on nginx's profile, where a 400 is answered as 401 invalid_request.
     assert_eq!(response.status(), 401, "/auth/nginx without X-Original-URI");
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(
+        challenge.contains("error=\"invalid_request\""),
+        "{challenge}"
+    );
 }
 
 #[tokio::test]
