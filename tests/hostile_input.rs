@@ -14,7 +14,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,12 +26,10 @@ use authgate::demo::signing::{SigningAlg, SigningKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::app::App;
+use common::envoy::envoy_check;
 use common::idp::{TEST_AUDIENCE, TestIdp, rsa_1024_jwk};
-use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -206,54 +203,6 @@ fn http_request(target: &[u8], forwarded: &[(&str, &[u8])], auth: &[Vec<u8>]) ->
     }
     out.extend_from_slice(b"Connection: close\r\n\r\n");
     out
-}
-
-/// What Envoy would send: headers it could represent as text in `headers` (repeats joined with
-/// `,`, as Envoy joins them), anything else as bytes in `header_map`.
-fn envoy_check(uri: &str, auth: &[Vec<u8>]) -> CheckRequest {
-    let mut headers = HashMap::new();
-    let mut header_map = None;
-    if !auth.is_empty() {
-        match auth
-            .iter()
-            .map(|v| String::from_utf8(v.clone()))
-            .collect::<Result<Vec<_>, _>>()
-        {
-            Ok(values) => {
-                headers.insert("authorization".to_owned(), values.join(","));
-            }
-            Err(_) => {
-                header_map = Some(HeaderMap {
-                    headers: auth
-                        .iter()
-                        .map(|v| HeaderValue {
-                            key: "authorization".to_owned(),
-                            value: String::new(),
-                            raw_value: v.clone(),
-                        })
-                        .collect(),
-                });
-            }
-        }
-    }
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                time: None,
-                http: Some(HttpRequest {
-                    method: "GET".to_owned(),
-                    path: uri.to_owned(),
-                    host: HOST.to_owned(),
-                    scheme: "https".to_owned(),
-                    protocol: "HTTP/1.1".to_owned(),
-                    headers,
-                    header_map,
-                    ..HttpRequest::default()
-                }),
-            }),
-            ..AttributeContext::default()
-        }),
-    }
 }
 
 /// Sum of `authgate_decisions_total` for `frontend` (and `reason`, if given).

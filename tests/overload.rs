@@ -11,18 +11,17 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use authgate::demo::signing::SigningAlg;
 use common::app::App;
+use common::envoy::envoy_check;
 use common::idp::TestIdp;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -36,23 +35,9 @@ fn config(idp: &TestIdp, extra: &str) -> String {
     )
 }
 
+/// Envoy's Check for `GET /items` with this bearer token.
 fn grpc_check(token: &str) -> CheckRequest {
-    let headers = HashMap::from([("authorization".to_owned(), format!("Bearer {token}"))]);
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                time: None,
-                http: Some(HttpRequest {
-                    method: "GET".to_owned(),
-                    path: "/items".to_owned(),
-                    host: "api.example.com".to_owned(),
-                    headers,
-                    ..HttpRequest::default()
-                }),
-            }),
-            ..AttributeContext::default()
-        }),
-    }
+    envoy_check("/items", &[format!("Bearer {token}").into_bytes()])
 }
 
 /// gRPC code, denied HTTP status and `retry-after` of a CheckResponse.

@@ -1,5 +1,5 @@
-//! Shared harness of the integration tests: a controllable test IdP and the authgate app on
-//! bound `127.0.0.1:0` listeners.
+//! Shared harness of the integration tests: a controllable test IdP, the authgate app on
+//! bound `127.0.0.1:0` listeners, and Envoy's Check requests.
 #![allow(
     dead_code,
     reason = "each test crate uses a different part of the harness"
@@ -11,4 +11,5 @@
 )]
 
 pub(crate) mod app;
+pub(crate) mod envoy;
 pub(crate) mod idp;

@@ -46,6 +46,10 @@ for value in "$SECONDS_LOAD" "$THREADS" "$CONNECTIONS" "$INTERVAL" "$VALID_TOKEN
 done
 ((SECONDS_LOAD >= 20)) || { echo "soak: SOAK_SECONDS must be at least 20 (quarters of the load are compared)" >&2; exit 2; }
 
+# stop_pid (SIGTERM, bounded wait, SIGKILL) is the e2e suite's; log() and check() are
+# the soak's own, below.
+# shellcheck source=tests/e2e/lib.sh
+source "$REPO_ROOT/tests/e2e/lib.sh"
 log() { printf '[soak %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 RUN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/authgate-soak.XXXXXX")"
@@ -55,22 +59,6 @@ AUTHGATE_PID=""
 WRK_PID=""
 SAMPLER_PID=""
 PASSED=0
-
-# stop_pid PID [TIMEOUT_S]: SIGTERM, up to TIMEOUT_S (default 5) for it to exit, then SIGKILL.
-stop_pid() {
-    local pid=$1 timeout=${2:-5} i
-    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < timeout * 20; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "pid $pid still running after ${timeout}s: SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 
 finish() {
     local rc=$?
