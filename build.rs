@@ -1,7 +1,9 @@
 //! Build script: compiles `proto/authgate/v1` with a pure-Rust protobuf compiler (protox, so no
 //! `protoc` needs to be installed), writes the descriptor sets that gRPC server reflection
-//! serves (authgate's own API and Envoy's ext_authz service, whose `.proto` files ship inside the
-//! `envoy-types` crate), and stamps the git commit for `/version` and the build-info metric.
+//! serves (authgate's own API and Envoy's ext_authz service, from the `.proto` files kept in
+//! `proto/third_party/envoy`), and stamps the git commit for `/version` and the build-info
+//! metric. It runs no cargo subcommand and needs no network: everything it reads is in the
+//! repository.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,63 +33,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Envoy's ext_authz descriptors for reflection. envoy-types ships its `.proto` files; cargo
-/// knows where that package lives. If it cannot be found, reflection still serves authgate's
-/// own services and the build says why.
+/// Envoy's ext_authz descriptors for reflection, from the `.proto` files kept in
+/// `proto/third_party/envoy` (copied from the envoy-types crate whose Rust types authgate uses;
+/// see the README there). A missing or broken file fails the build: reflection without ext_authz
+/// would be a silently broken binary.
 fn write_envoy_descriptors(out_dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    let target = out_dir.join("envoy_ext_authz_descriptor.bin");
-    match envoy_proto_root() {
-        Some(root) => {
-            let includes = [
-                "data-plane-api",
-                "googleapis",
-                "xds",
-                "protoc-gen-validate",
-                "cel-spec/proto",
-                "opentelemetry-proto",
-                "client_model",
-            ]
-            .map(|dir| root.join(dir));
-            let fds = protox::compile(["envoy/service/auth/v3/external_auth.proto"], includes)?;
-            std::fs::write(&target, prost::Message::encode_to_vec(&fds))?;
-        }
-        None => {
-            println!(
-                "cargo:warning=envoy-types protos not found: gRPC reflection will not list ext_authz"
-            );
-            std::fs::write(&target, [])?;
-        }
-    }
+    let root = Path::new("proto/third_party/envoy");
+    let fds = protox::compile([ENVOY_EXT_AUTHZ_PROTO], [root]).map_err(|error| {
+        format!(
+            "cannot compile Envoy's ext_authz protos from {} for gRPC reflection: {error} \
+             (proto/third_party/envoy/README.md says where the files come from)",
+            root.display()
+        )
+    })?;
+    std::fs::write(
+        out_dir.join("envoy_ext_authz_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
     Ok(())
 }
 
-fn envoy_proto_root() -> Option<PathBuf> {
-    let cargo = std::env::var("CARGO").ok()?;
-    let manifest = Path::new(&std::env::var("CARGO_MANIFEST_DIR").ok()?).join("Cargo.toml");
-    let output = Command::new(cargo)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--offline",
-            "--manifest-path",
-        ])
-        .arg(&manifest)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())?;
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
-    let manifest_path = metadata["packages"]
-        .as_array()?
-        .iter()
-        .find(|p| p["name"] == "envoy-types")?["manifest_path"]
-        .as_str()?
-        .to_owned();
-    let root = Path::new(&manifest_path).parent()?.join("proto");
-    root.join("data-plane-api/envoy/service/auth/v3/external_auth.proto")
-        .is_file()
-        .then_some(root)
-}
+/// The service file; protox follows its imports.
+const ENVOY_EXT_AUTHZ_PROTO: &str = "envoy/service/auth/v3/external_auth.proto";
 
 fn stamp_git_commit() {
     // Builds without .git (a Docker context) pass the commit in: --build-arg AUTHGATE_GIT_COMMIT.

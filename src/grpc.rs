@@ -41,8 +41,7 @@ pub mod pb {
     /// Encoded descriptors of authgate's own API, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/authgate_descriptor.bin"));
-    /// Encoded descriptors of Envoy's ext_authz service, for server reflection (empty when the
-    /// build could not find envoy-types' protos).
+    /// Encoded descriptors of Envoy's ext_authz service, for server reflection.
     pub const ENVOY_FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/envoy_ext_authz_descriptor.bin"));
 }
@@ -513,14 +512,10 @@ pub async fn serve(
     let checker = tokio::spawn(checker);
 
     let reflection = || {
-        let builder = tonic_reflection::server::Builder::configure()
+        tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-        if pb::ENVOY_FILE_DESCRIPTOR_SET.is_empty() {
-            builder
-        } else {
-            builder.register_encoded_file_descriptor_set(pb::ENVOY_FILE_DESCRIPTOR_SET)
-        }
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(pb::ENVOY_FILE_DESCRIPTOR_SET)
     };
     // v1 for current grpcurl and grpc tooling, v1alpha for older clients.
     let reflection_v1 = reflection().build_v1();
