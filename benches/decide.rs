@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use authgate::config::parse_yaml;
 use authgate::decision::{CheckRequest, Clock as _, Decider, Decision, SystemClock, TrustedIssuer};
-use authgate::demo::signing::{SigningAlg, SigningKey};
+use authgate::demo::signing::SigningKey;
+use authgate::verify::Alg;
 use authgate::keys::jwk::parse_jwk;
 use authgate::keys::{KeySet, KeySource, StaticKeys};
 use serde_json::json;
@@ -77,7 +78,7 @@ fn main() {
         "{:<28} {:>14} {:>16} {:>8}",
         "case", "authgate ns/op", "baseline ns/op", "ratio"
     );
-    for alg in [SigningAlg::RS256, SigningAlg::ES256, SigningAlg::EdDSA] {
+    for alg in [Alg::RS256, Alg::ES256, Alg::EdDSA] {
         let key = SigningKey::generate(alg, "k1").unwrap();
         let now = SystemClock.now_unix();
         let token = key
@@ -124,7 +125,7 @@ fn main() {
     }
 
     // A flood of garbage: the cheap rejections must cost far less than one signature check.
-    let key = SigningKey::generate(SigningAlg::RS256, "k1").unwrap();
+    let key = SigningKey::generate(Alg::RS256, "k1").unwrap();
     let d = decider(&key, false);
     let junk = CheckRequest {
         authorization: vec![b"Bearer not.a.jwt".to_vec()],

@@ -77,17 +77,7 @@ pub const DEFAULT_REALM: &str = "authgate";
 pub const DEFAULT_QUERY_PARAMETER: &str = "access_token";
 
 /// Algorithms accepted when the config names none.
-pub const DEFAULT_ALGORITHMS: [Alg; 9] = [
-    Alg::RS256,
-    Alg::RS384,
-    Alg::RS512,
-    Alg::PS256,
-    Alg::PS384,
-    Alg::PS512,
-    Alg::ES256,
-    Alg::ES384,
-    Alg::EdDSA,
-];
+pub const DEFAULT_ALGORITHMS: [Alg; 9] = Alg::ALL;
 
 // ---------------------------------------------------------------------------------------------
 // Raw file format

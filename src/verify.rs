@@ -52,6 +52,19 @@ pub enum AlgError {
 }
 
 impl Alg {
+    /// Every algorithm, in the order of RFC 7518 (RFC 8037's EdDSA last).
+    pub const ALL: [Alg; 9] = [
+        Alg::RS256,
+        Alg::RS384,
+        Alg::RS512,
+        Alg::PS256,
+        Alg::PS384,
+        Alg::PS512,
+        Alg::ES256,
+        Alg::ES384,
+        Alg::EdDSA,
+    ];
+
     /// The JOSE name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -67,7 +80,7 @@ impl Alg {
         }
     }
 
-    fn to_jwt(self) -> jsonwebtoken::Algorithm {
+    pub(crate) fn to_jwt(self) -> jsonwebtoken::Algorithm {
         use jsonwebtoken::Algorithm as J;
         match self {
             Alg::RS256 => J::RS256,

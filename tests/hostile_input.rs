@@ -22,7 +22,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use authgate::decision::{
     CheckRequest as CoreRequest, Decider, Decision, DenyReason, Frontend, SystemClock,
 };
-use authgate::demo::signing::{SigningAlg, SigningKey};
+use authgate::demo::signing::SigningKey;
+use authgate::verify::Alg;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::app::App;
@@ -244,8 +245,8 @@ impl World {
     async fn start() -> World {
         let idp = TestIdp::start().await;
         let rsa = idp.current_key();
-        let ec = SigningKey::generate(SigningAlg::ES256, "ec1").unwrap();
-        let ed = SigningKey::generate(SigningAlg::EdDSA, "ed1").unwrap();
+        let ec = SigningKey::generate(Alg::ES256, "ec1").unwrap();
+        let ed = SigningKey::generate(Alg::EdDSA, "ed1").unwrap();
         idp.add_key(ec.clone());
         idp.add_key(ed.clone());
         // Plus a 1024-bit RSA key, which the key set must never take.
@@ -284,7 +285,7 @@ impl World {
             rsa,
             ec,
             ed,
-            attacker: SigningKey::generate(SigningAlg::RS256, "k1").unwrap(),
+            attacker: SigningKey::generate(Alg::RS256, "k1").unwrap(),
             bait_url,
             bait_hits,
             _stop: stop,

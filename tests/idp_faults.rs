@@ -18,7 +18,8 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use authgate::demo::signing::{SigningAlg, SigningKey};
+use authgate::demo::signing::SigningKey;
+use authgate::verify::Alg;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::app::{App, eventually};
@@ -182,7 +183,7 @@ async fn a_jwks_answering_in_30s_is_abandoned_at_the_fetch_timeout_while_cached_
     let old = idp.mint(idp.valid_claims("alice"));
 
     idp.set_delay(Duration::from_secs(30));
-    idp.rotate(SigningAlg::ES256);
+    idp.rotate(Alg::ES256);
     let new = idp.mint(idp.valid_claims("bob"));
     let started = Instant::now();
     // The new kid starts a refetch that hangs: the check gives up at its 150 ms deadline.
@@ -311,7 +312,7 @@ async fn a_100_mb_or_endless_jwks_is_cut_off_at_the_byte_cap_and_the_last_good_s
     let app = App::start(&config(&idp.issuer(), extra)).await;
     assert!(app.wait_ready(READY_LIMIT).await, "never ready");
     let old = idp.mint(idp.valid_claims("alice"));
-    idp.rotate(SigningAlg::ES256);
+    idp.rotate(Alg::ES256);
     let new = idp.mint(idp.valid_claims("bob"));
 
     for fault in [Fault::HugeBody(100 << 20), Fault::EndlessBody] {
@@ -426,7 +427,7 @@ async fn one_bad_key_among_good_ones_is_skipped_and_the_good_ones_verify() {
     capture_logs();
     let tag = "one-bad-key";
     let idp = TestIdp::start().await;
-    let es = SigningKey::generate(SigningAlg::ES256, "es").unwrap();
+    let es = SigningKey::generate(Alg::ES256, "es").unwrap();
     // First in the set, so a parser that stops at the first bad key loses the good ones.
     let broken = json!({"kty": "RSA", "kid": "broken", "use": "sig", "alg": "RS256",
         "n": "not base64url!", "e": "AQAB"});

@@ -10,7 +10,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use authgate::demo::signing::{SigningAlg, SigningKey};
+use authgate::demo::signing::SigningKey;
+use authgate::verify::Alg;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::idp::{ENDLESS_BODY_LIMIT, Fault, TEST_AUDIENCE, TestIdp, rsa_1024_jwk};
@@ -65,7 +66,7 @@ async fn a_new_idp_publishes_one_rs256_key_and_a_matching_discovery_document() {
 #[tokio::test]
 async fn minted_tokens_verify_against_the_published_jwks() {
     let idp = TestIdp::start().await;
-    idp.rotate(SigningAlg::ES256);
+    idp.rotate(Alg::ES256);
     let token = idp.mint(idp.valid_claims("john"));
     let jwks: JwkSet = serde_json::from_value(fetch_json(&idp.jwks_uri()).await).unwrap();
     let header = jsonwebtoken::decode_header(&token).unwrap();
@@ -83,7 +84,7 @@ async fn minted_tokens_verify_against_the_published_jwks() {
 #[tokio::test]
 async fn rotate_adds_a_current_key_and_keeps_the_old_one_until_removed() {
     let idp = TestIdp::start().await;
-    let kid = idp.rotate(SigningAlg::RS256);
+    let kid = idp.rotate(Alg::RS256);
     assert_eq!(kid, "k2");
     assert_eq!(idp.current_key().kid(), "k2");
     assert_eq!(kids(&fetch_json(&idp.jwks_uri()).await), ["k1", "k2"]);
@@ -91,7 +92,7 @@ async fn rotate_adds_a_current_key_and_keeps_the_old_one_until_removed() {
     idp.remove_key("k1");
     assert_eq!(kids(&fetch_json(&idp.jwks_uri()).await), ["k2"]);
 
-    idp.add_key(SigningKey::generate(SigningAlg::EdDSA, "next").unwrap());
+    idp.add_key(SigningKey::generate(Alg::EdDSA, "next").unwrap());
     assert_eq!(idp.published_kids(), ["k2", "next"]);
     assert_eq!(
         idp.current_key().kid(),

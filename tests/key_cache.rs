@@ -12,7 +12,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use authgate::demo::signing::{SigningAlg, SigningKey};
+use authgate::demo::signing::SigningKey;
+use authgate::verify::Alg;
 use common::app::{App, eventually};
 use common::idp::{Fault, TestIdp};
 use serde_json::{Value, json};
@@ -118,7 +119,7 @@ async fn a_key_rotated_at_the_idp_costs_one_jwks_fetch_and_is_then_accepted() {
     assert_eq!((idp.discovery_fetches(), idp.jwks_fetches()), (1, 1));
     let old = idp.mint(idp.valid_claims("alice"));
 
-    let kid = idp.rotate(SigningAlg::ES256);
+    let kid = idp.rotate(Alg::ES256);
     let new = idp.mint(idp.valid_claims("bob"));
     let response = app.check(Some(&new)).await;
     assert_eq!(response.status(), 200, "token signed by the new key {kid}");
@@ -413,7 +414,7 @@ async fn a_slow_refetch_answers_unavailable_at_the_deadline_and_completes_in_the
     let app = App::start(&config(&idp.issuer(), "limits: {check_deadline: 150ms}")).await;
     assert!(app.wait_ready(READY_LIMIT).await, "never ready");
     idp.set_delay(Duration::from_millis(700));
-    idp.rotate(SigningAlg::ES256);
+    idp.rotate(Alg::ES256);
     let token = idp.mint(idp.valid_claims("alice"));
 
     let started = Instant::now();
@@ -549,7 +550,7 @@ async fn a_key_removed_at_the_idp_is_dropped_at_the_next_scheduled_refresh() {
     let old = idp.mint(idp.valid_claims("alice"));
     assert_eq!(status(&app, &old).await, 200);
 
-    idp.rotate(SigningAlg::ES256);
+    idp.rotate(Alg::ES256);
     idp.remove_key("k1");
     assert_eq!(idp.published_kids(), ["k2"]);
     let new = idp.mint(idp.valid_claims("bob"));
@@ -571,9 +572,9 @@ async fn a_key_removed_at_the_idp_is_dropped_at_the_next_scheduled_refresh() {
 #[tokio::test]
 async fn a_duplicate_kid_is_ambiguous_and_oct_or_encryption_keys_are_never_used() {
     let idp = TestIdp::start().await;
-    let twin = SigningKey::generate(SigningAlg::ES256, "twin").unwrap();
-    let other = SigningKey::generate(SigningAlg::ES256, "other").unwrap();
-    let enc = SigningKey::generate(SigningAlg::ES256, "enc").unwrap();
+    let twin = SigningKey::generate(Alg::ES256, "twin").unwrap();
+    let other = SigningKey::generate(Alg::ES256, "other").unwrap();
+    let enc = SigningKey::generate(Alg::ES256, "enc").unwrap();
     let renamed = |key: &SigningKey, kid: &str| {
         let mut jwk = key.public_jwk();
         jwk["kid"] = Value::from(kid);
@@ -698,7 +699,7 @@ async fn a_scheduled_refresh_does_not_start_the_unknown_kid_cooldown() {
         "no scheduled refresh"
     );
 
-    idp.rotate(SigningAlg::ES256);
+    idp.rotate(Alg::ES256);
     let token = idp.mint(idp.valid_claims("alice"));
     assert_eq!(
         status(&app, &token).await,

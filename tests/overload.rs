@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use authgate::demo::signing::SigningAlg;
+use authgate::verify::Alg;
 use common::app::App;
 use common::envoy::envoy_check;
 use common::idp::TestIdp;
@@ -340,7 +340,7 @@ async fn a_stop_under_load_answers_every_check_it_accepted_with_zero_errors() {
     // a 2 s JWKS fetch that starts 0.5 s into the 2 s grace period (slack for a slow machine).
     tokio::time::sleep_until(stopped + Duration::from_millis(500)).await;
     idp.set_delay(Duration::from_secs(2));
-    idp.rotate(SigningAlg::ES256);
+    idp.rotate(Alg::ES256);
     let fresh = idp.mint(idp.valid_claims("bob"));
     let mut in_flight = tokio::task::JoinSet::new();
     for i in 0..10 {

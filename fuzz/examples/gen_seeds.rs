@@ -11,7 +11,8 @@ use std::fs;
 use std::path::Path;
 
 use authgate::decision::{Decision, DenyReason};
-use authgate::demo::signing::{SigningAlg, SigningKey};
+use authgate::demo::signing::SigningKey;
+use authgate::verify::Alg;
 use authgate_fuzz::{
     ALLOWED_SUBJECTS, AUDIENCE, Fixture, HOSTILE_SUBJECT, ISSUER, NOW, OTHER_ISSUER, SCOPED_PATH,
     UNROUTED_PATH, bare_token, check_token_decision, envoy_request, header_request, query_request,
@@ -520,14 +521,14 @@ fn main() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let gen_key = |alg, kid: &str| SigningKey::generate(alg, kid).expect("key");
     let keys = Keys {
-        rsa: gen_key(SigningAlg::RS256, "rsa-1"),
-        pss: gen_key(SigningAlg::PS256, "rsa-pss"),
-        rsa_noalg: gen_key(SigningAlg::RS512, "rsa-noalg"),
-        ec: gen_key(SigningAlg::ES256, "ec-1"),
-        ed: gen_key(SigningAlg::EdDSA, "ed-1"),
-        other_ec: gen_key(SigningAlg::ES256, "ec-b"),
-        attacker_rsa: gen_key(SigningAlg::RS256, "attacker"),
-        attacker_ec: gen_key(SigningAlg::ES256, "attacker-ec"),
+        rsa: gen_key(Alg::RS256, "rsa-1"),
+        pss: gen_key(Alg::PS256, "rsa-pss"),
+        rsa_noalg: gen_key(Alg::RS512, "rsa-noalg"),
+        ec: gen_key(Alg::ES256, "ec-1"),
+        ed: gen_key(Alg::EdDSA, "ed-1"),
+        other_ec: gen_key(Alg::ES256, "ec-b"),
+        attacker_rsa: gen_key(Alg::RS256, "attacker"),
+        attacker_ec: gen_key(Alg::ES256, "attacker-ec"),
     };
     let mut noalg = keys.rsa_noalg.public_jwk();
     noalg.as_object_mut().expect("object").remove("alg");

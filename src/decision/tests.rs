@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::config::parse_yaml;
-use crate::demo::signing::{SigningAlg, SigningKey};
+use crate::demo::signing::SigningKey;
 use crate::keys::jwk::parse_jwk;
 use crate::keys::{BoxFuture, KeyHealth, KeySet, StaticKeys};
 use crate::verify::Alg;
@@ -35,8 +35,8 @@ fn verifying(key: &SigningKey) -> crate::keys::VerifyingKey {
 }
 
 fn fixture_with(extra: &str, keys: Option<Arc<dyn KeySource>>) -> Fixture {
-    let rsa = SigningKey::generate(SigningAlg::RS256, "rsa").expect("rsa");
-    let ec = SigningKey::generate(SigningAlg::ES256, "ec").expect("ec");
+    let rsa = SigningKey::generate(Alg::RS256, "rsa").expect("rsa");
+    let ec = SigningKey::generate(Alg::ES256, "ec").expect("ec");
     let keys = keys.unwrap_or_else(|| {
         Arc::new(StaticKeys::new(KeySet::new(vec![
             verifying(&rsa),
@@ -142,7 +142,7 @@ async fn a_valid_token_is_allowed_with_subject_and_issuer_headers() {
 
 #[tokio::test]
 async fn every_supported_algorithm_verifies() {
-    for alg in SigningAlg::ALL {
+    for alg in Alg::ALL {
         let key = SigningKey::generate(alg, format!("k-{alg}")).expect("key");
         let keys: Arc<dyn KeySource> =
             Arc::new(StaticKeys::new(KeySet::new(vec![verifying(&key)])));
@@ -390,8 +390,8 @@ async fn kid_handling_covers_unknown_missing_ambiguous_and_mismatched_keys() {
         Some(DenyReason::KeyAlgorithmMismatch)
     );
 
-    let twin = SigningKey::generate(SigningAlg::RS256, "rsa").expect("twin");
-    let other = SigningKey::generate(SigningAlg::RS256, "other").expect("other");
+    let twin = SigningKey::generate(Alg::RS256, "rsa").expect("twin");
+    let other = SigningKey::generate(Alg::RS256, "other").expect("other");
     let keys: Arc<dyn KeySource> = Arc::new(StaticKeys::new(KeySet::new(vec![
         verifying(&f.rsa),
         verifying(&twin),
@@ -411,7 +411,7 @@ async fn a_wrong_signature_is_denied() {
     let f = fixture("");
     let good = f.token(&claims());
     let (input, _) = good.rsplit_once('.').expect("three parts");
-    let other = SigningKey::generate(SigningAlg::RS256, "rsa").expect("other");
+    let other = SigningKey::generate(Alg::RS256, "rsa").expect("other");
     let by_other = other.sign_jwt(&claims()).expect("sign");
     let truncated = &good[..good.len() - 4];
     let tampered_payload = {
@@ -819,8 +819,8 @@ impl KeySource for Swappable {
 
 #[tokio::test]
 async fn a_remembered_verification_is_forgotten_when_the_key_set_changes() {
-    let real = SigningKey::generate(SigningAlg::RS256, "rsa").expect("key");
-    let impostor = SigningKey::generate(SigningAlg::RS256, "rsa").expect("key");
+    let real = SigningKey::generate(Alg::RS256, "rsa").expect("key");
+    let impostor = SigningKey::generate(Alg::RS256, "rsa").expect("key");
     let source = Arc::new(Swappable(std::sync::Mutex::new(Arc::new(KeySet::new(
         vec![verifying(&real)],
     )))));

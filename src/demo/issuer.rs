@@ -24,7 +24,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::signing::{SigningAlg, SigningError, SigningKey};
+use super::signing::{SigningError, SigningKey};
+use crate::verify::Alg;
 
 /// Default lifetime of an issued access token.
 pub const DEFAULT_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(3600);
@@ -135,7 +136,7 @@ impl DemoIssuer {
     ) -> Result<DemoIssuer, DemoError> {
         let addr = listener.local_addr().map_err(DemoError::LocalAddr)?;
         let key =
-            SigningKey::generate(SigningAlg::RS256, SIGNING_KEY_ID).map_err(DemoError::Key)?;
+            SigningKey::generate(Alg::RS256, SIGNING_KEY_ID).map_err(DemoError::Key)?;
         let state = Arc::new(IssuerState {
             issuer: format!("http://{}", reachable(addr)),
             key,

@@ -4,4 +4,4 @@ pub mod issuer;
 pub mod signing;
 
 pub use issuer::{DemoError, DemoIssuer, IssuerOptions};
-pub use signing::{SigningAlg, SigningError, SigningKey};
+pub use signing::{SigningError, SigningKey};

@@ -10,64 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
-/// A JWS signature algorithm (RFC 7518 §3, RFC 8037) that a [`SigningKey`] can sign with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SigningAlg {
-    /// RSASSA-PKCS1-v1_5 with SHA-256.
-    RS256,
-    /// RSASSA-PKCS1-v1_5 with SHA-384.
-    RS384,
-    /// RSASSA-PKCS1-v1_5 with SHA-512.
-    RS512,
-    /// RSASSA-PSS with SHA-256 and MGF1 with SHA-256.
-    PS256,
-    /// RSASSA-PSS with SHA-384 and MGF1 with SHA-384.
-    PS384,
-    /// RSASSA-PSS with SHA-512 and MGF1 with SHA-512.
-    PS512,
-    /// ECDSA on P-256 with SHA-256.
-    ES256,
-    /// ECDSA on P-384 with SHA-384.
-    ES384,
-    /// EdDSA on Ed25519.
-    EdDSA,
-}
-
-impl SigningAlg {
-    /// Every algorithm, in the order of RFC 7518 (handy for table-driven tests).
-    pub const ALL: [SigningAlg; 9] = [
-        SigningAlg::RS256,
-        SigningAlg::RS384,
-        SigningAlg::RS512,
-        SigningAlg::PS256,
-        SigningAlg::PS384,
-        SigningAlg::PS512,
-        SigningAlg::ES256,
-        SigningAlg::ES384,
-        SigningAlg::EdDSA,
-    ];
-
-    /// The `alg` header value, e.g. `"RS256"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SigningAlg::RS256 => "RS256",
-            SigningAlg::RS384 => "RS384",
-            SigningAlg::RS512 => "RS512",
-            SigningAlg::PS256 => "PS256",
-            SigningAlg::PS384 => "PS384",
-            SigningAlg::PS512 => "PS512",
-            SigningAlg::ES256 => "ES256",
-            SigningAlg::ES384 => "ES384",
-            SigningAlg::EdDSA => "EdDSA",
-        }
-    }
-}
-
-impl fmt::Display for SigningAlg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::verify::Alg;
 
 /// Why a key could not be generated or a signature could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +19,7 @@ pub enum SigningError {
     #[error("could not generate a {alg} key")]
     KeyGeneration {
         /// The algorithm the key was for.
-        alg: SigningAlg,
+        alg: Alg,
         /// The (deliberately opaque) cause from aws-lc.
         #[source]
         source: aws_lc_rs::error::Unspecified,
@@ -91,13 +34,13 @@ pub enum SigningError {
     #[error("{alg} is not an rsa algorithm")]
     NotRsa {
         /// The algorithm that was asked for.
-        alg: SigningAlg,
+        alg: Alg,
     },
     /// aws-lc failed to sign; with a key it generated itself this only happens when it cannot allocate.
     #[error("could not sign with {alg}")]
     Signing {
         /// The algorithm that was signing.
-        alg: SigningAlg,
+        alg: Alg,
         /// The (deliberately opaque) cause from aws-lc.
         #[source]
         source: aws_lc_rs::error::Unspecified,
@@ -126,7 +69,7 @@ enum KeyMaterial {
 #[derive(Clone)]
 pub struct SigningKey {
     kid: String,
-    alg: SigningAlg,
+    alg: Alg,
     material: Arc<KeyMaterial>,
 }
 
@@ -142,26 +85,26 @@ impl fmt::Debug for SigningKey {
 impl SigningKey {
     /// Generates a fresh key for `alg`: RSA 2048 for RS*/PS*, P-256 for ES256, P-384 for ES384,
     /// Ed25519 for EdDSA.
-    pub fn generate(alg: SigningAlg, kid: impl Into<String>) -> Result<Self, SigningError> {
+    pub fn generate(alg: Alg, kid: impl Into<String>) -> Result<Self, SigningError> {
         let gen_err = |source| SigningError::KeyGeneration { alg, source };
         let material = match alg {
-            SigningAlg::RS256
-            | SigningAlg::RS384
-            | SigningAlg::RS512
-            | SigningAlg::PS256
-            | SigningAlg::PS384
-            | SigningAlg::PS512 => {
+            Alg::RS256
+            | Alg::RS384
+            | Alg::RS512
+            | Alg::PS256
+            | Alg::PS384
+            | Alg::PS512 => {
                 KeyMaterial::Rsa(RsaKeyPair::generate(KeySize::Rsa2048).map_err(gen_err)?)
             }
-            SigningAlg::ES256 => KeyMaterial::Ecdsa(
+            Alg::ES256 => KeyMaterial::Ecdsa(
                 EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)
                     .map_err(gen_err)?,
             ),
-            SigningAlg::ES384 => KeyMaterial::Ecdsa(
+            Alg::ES384 => KeyMaterial::Ecdsa(
                 EcdsaKeyPair::generate(&signature::ECDSA_P384_SHA384_FIXED_SIGNING)
                     .map_err(gen_err)?,
             ),
-            SigningAlg::EdDSA => KeyMaterial::Ed25519(Ed25519KeyPair::generate().map_err(gen_err)?),
+            Alg::EdDSA => KeyMaterial::Ed25519(Ed25519KeyPair::generate().map_err(gen_err)?),
         };
         Ok(Self {
             kid: kid.into(),
@@ -175,18 +118,18 @@ impl SigningKey {
     /// aws-lc only generates (and only signs with) 2048, 3072, 4096 and 8192-bit keys; any other
     /// size, notably 1024, is [`SigningError::UnsupportedRsaKeySize`].
     pub fn generate_rsa_with_bits(
-        alg: SigningAlg,
+        alg: Alg,
         kid: impl Into<String>,
         bits: usize,
     ) -> Result<Self, SigningError> {
         if !matches!(
             alg,
-            SigningAlg::RS256
-                | SigningAlg::RS384
-                | SigningAlg::RS512
-                | SigningAlg::PS256
-                | SigningAlg::PS384
-                | SigningAlg::PS512
+            Alg::RS256
+                | Alg::RS384
+                | Alg::RS512
+                | Alg::PS256
+                | Alg::PS384
+                | Alg::PS512
         ) {
             return Err(SigningError::NotRsa { alg });
         }
@@ -212,7 +155,7 @@ impl SigningKey {
     }
 
     /// The algorithm this key signs with.
-    pub fn alg(&self) -> SigningAlg {
+    pub fn alg(&self) -> Alg {
         self.alg
     }
 
@@ -237,7 +180,7 @@ impl SigningKey {
                 let point = pair.public_key().as_ref();
                 let coordinates = point.get(1..).unwrap_or_default();
                 let (x, y) = coordinates.split_at(coordinates.len() / 2);
-                let crv = if self.alg == SigningAlg::ES384 {
+                let crv = if self.alg == Alg::ES384 {
                     "P-384"
                 } else {
                     "P-256"
@@ -300,11 +243,11 @@ impl SigningKey {
         match self.material.as_ref() {
             KeyMaterial::Rsa(pair) => {
                 let encoding: &'static dyn signature::RsaEncoding = match alg {
-                    SigningAlg::RS384 => &signature::RSA_PKCS1_SHA384,
-                    SigningAlg::RS512 => &signature::RSA_PKCS1_SHA512,
-                    SigningAlg::PS256 => &signature::RSA_PSS_SHA256,
-                    SigningAlg::PS384 => &signature::RSA_PSS_SHA384,
-                    SigningAlg::PS512 => &signature::RSA_PSS_SHA512,
+                    Alg::RS384 => &signature::RSA_PKCS1_SHA384,
+                    Alg::RS512 => &signature::RSA_PKCS1_SHA512,
+                    Alg::PS256 => &signature::RSA_PSS_SHA256,
+                    Alg::PS384 => &signature::RSA_PSS_SHA384,
+                    Alg::PS512 => &signature::RSA_PSS_SHA512,
                     // RSA material is only ever created for RS*/PS*.
                     _ => &signature::RSA_PKCS1_SHA256,
                 };
@@ -326,30 +269,16 @@ impl SigningKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jsonwebtoken::{Algorithm, DecodingKey, crypto, jwk::Jwk};
-
-    fn jwt_alg(alg: SigningAlg) -> Algorithm {
-        match alg {
-            SigningAlg::RS256 => Algorithm::RS256,
-            SigningAlg::RS384 => Algorithm::RS384,
-            SigningAlg::RS512 => Algorithm::RS512,
-            SigningAlg::PS256 => Algorithm::PS256,
-            SigningAlg::PS384 => Algorithm::PS384,
-            SigningAlg::PS512 => Algorithm::PS512,
-            SigningAlg::ES256 => Algorithm::ES256,
-            SigningAlg::ES384 => Algorithm::ES384,
-            SigningAlg::EdDSA => Algorithm::EdDSA,
-        }
-    }
+    use jsonwebtoken::{DecodingKey, crypto, jwk::Jwk};
 
     fn decoding_key(key: &SigningKey) -> DecodingKey {
         let jwk: Jwk = serde_json::from_value(key.public_jwk()).unwrap();
         DecodingKey::from_jwk(&jwk).unwrap()
     }
 
-    fn verifies(token: &str, key: &DecodingKey, alg: SigningAlg) -> bool {
+    fn verifies(token: &str, key: &DecodingKey, alg: Alg) -> bool {
         let (signing_input, signature) = token.rsplit_once('.').unwrap();
-        crypto::verify(signature, signing_input.as_bytes(), key, jwt_alg(alg)).unwrap()
+        crypto::verify(signature, signing_input.as_bytes(), key, alg.to_jwt()).unwrap()
     }
 
     fn decode_part(part: &str) -> Value {
@@ -359,7 +288,7 @@ mod tests {
     #[test]
     fn every_algorithm_signs_tokens_that_jsonwebtoken_verifies_with_the_published_jwk() {
         let claims = json!({ "sub": "john", "aud": "demo-api" });
-        for alg in SigningAlg::ALL {
+        for alg in Alg::ALL {
             let key = SigningKey::generate(alg, format!("kid-{alg}")).unwrap();
             let token = key.sign_jwt(&claims).unwrap();
             assert!(
@@ -379,7 +308,7 @@ mod tests {
 
     #[test]
     fn a_token_signed_by_another_key_does_not_verify() {
-        for alg in SigningAlg::ALL {
+        for alg in Alg::ALL {
             let signer = SigningKey::generate(alg, "a").unwrap();
             let other = SigningKey::generate(alg, "b").unwrap();
             let token = signer.sign_jwt(&json!({ "sub": "x" })).unwrap();
@@ -392,17 +321,17 @@ mod tests {
 
     #[test]
     fn a_tampered_payload_does_not_verify() {
-        let key = SigningKey::generate(SigningAlg::ES256, "k").unwrap();
+        let key = SigningKey::generate(Alg::ES256, "k").unwrap();
         let token = key.sign_jwt(&json!({ "sub": "john" })).unwrap();
         let forged_claims = URL_SAFE_NO_PAD.encode(br#"{"sub":"admin"}"#);
         let parts: Vec<&str> = token.split('.').collect();
         let forged = format!("{}.{}.{}", parts[0], forged_claims, parts[2]);
-        assert!(!verifies(&forged, &decoding_key(&key), SigningAlg::ES256));
+        assert!(!verifies(&forged, &decoding_key(&key), Alg::ES256));
     }
 
     #[test]
     fn public_jwks_have_the_members_rfc_7518_requires() {
-        let rsa = SigningKey::generate(SigningAlg::PS256, "r")
+        let rsa = SigningKey::generate(Alg::PS256, "r")
             .unwrap()
             .public_jwk();
         assert_eq!(rsa["kty"], "RSA");
@@ -413,7 +342,7 @@ mod tests {
         assert_ne!(n[0], 0);
         assert_eq!(rsa["e"], "AQAB");
 
-        let p256 = SigningKey::generate(SigningAlg::ES256, "e")
+        let p256 = SigningKey::generate(Alg::ES256, "e")
             .unwrap()
             .public_jwk();
         assert_eq!(
@@ -435,7 +364,7 @@ mod tests {
             32
         );
 
-        let p384 = SigningKey::generate(SigningAlg::ES384, "e")
+        let p384 = SigningKey::generate(Alg::ES384, "e")
             .unwrap()
             .public_jwk();
         assert_eq!(p384["crv"], "P-384");
@@ -447,7 +376,7 @@ mod tests {
             48
         );
 
-        let ed = SigningKey::generate(SigningAlg::EdDSA, "d")
+        let ed = SigningKey::generate(Alg::EdDSA, "d")
             .unwrap()
             .public_jwk();
         assert_eq!(
@@ -466,45 +395,45 @@ mod tests {
 
     #[test]
     fn ecdsa_signatures_are_fixed_width_r_and_s() {
-        let p256 = SigningKey::generate(SigningAlg::ES256, "a").unwrap();
-        let p384 = SigningKey::generate(SigningAlg::ES384, "b").unwrap();
+        let p256 = SigningKey::generate(Alg::ES256, "a").unwrap();
+        let p384 = SigningKey::generate(Alg::ES384, "b").unwrap();
         assert_eq!(p256.sign_raw(b"x").unwrap().len(), 64);
         assert_eq!(p384.sign_raw(b"x").unwrap().len(), 96);
     }
 
     #[test]
     fn a_forged_header_is_signed_verbatim_with_the_real_algorithm() {
-        let key = SigningKey::generate(SigningAlg::RS256, "k1").unwrap();
+        let key = SigningKey::generate(Alg::RS256, "k1").unwrap();
         let header = json!({ "alg": "HS256", "kid": "k1" });
         let token = key
             .sign_with_header(&header, &json!({ "sub": "x" }))
             .unwrap();
         assert_eq!(decode_part(token.split('.').next().unwrap()), header);
-        assert!(verifies(&token, &decoding_key(&key), SigningAlg::RS256));
+        assert!(verifies(&token, &decoding_key(&key), Alg::RS256));
     }
 
     #[test]
     fn rsa_keys_smaller_than_2048_bits_cannot_be_generated() {
         assert!(matches!(
-            SigningKey::generate_rsa_with_bits(SigningAlg::RS256, "small", 1024),
+            SigningKey::generate_rsa_with_bits(Alg::RS256, "small", 1024),
             Err(SigningError::UnsupportedRsaKeySize { bits: 1024 })
         ));
         assert!(matches!(
-            SigningKey::generate_rsa_with_bits(SigningAlg::ES256, "k", 2048),
+            SigningKey::generate_rsa_with_bits(Alg::ES256, "k", 2048),
             Err(SigningError::NotRsa { .. })
         ));
-        let big = SigningKey::generate_rsa_with_bits(SigningAlg::RS512, "big", 3072).unwrap();
+        let big = SigningKey::generate_rsa_with_bits(Alg::RS512, "big", 3072).unwrap();
         let n = URL_SAFE_NO_PAD
             .decode(big.public_jwk()["n"].as_str().unwrap())
             .unwrap();
         assert_eq!(n.len(), 384);
         let token = big.sign_jwt(&json!({})).unwrap();
-        assert!(verifies(&token, &decoding_key(&big), SigningAlg::RS512));
+        assert!(verifies(&token, &decoding_key(&big), Alg::RS512));
     }
 
     #[test]
     fn debug_output_never_shows_key_material() {
-        let key = SigningKey::generate(SigningAlg::EdDSA, "k9").unwrap();
+        let key = SigningKey::generate(Alg::EdDSA, "k9").unwrap();
         let shown = format!("{key:?}");
         assert_eq!(shown, r#"SigningKey { kid: "k9", alg: EdDSA, .. }"#);
     }

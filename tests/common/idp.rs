@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use authgate::demo::signing::{SigningAlg, SigningKey};
+use authgate::demo::signing::SigningKey;
+use authgate::verify::Alg;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -151,7 +152,7 @@ impl TestIdp {
         let addr = listener
             .local_addr()
             .expect("test idp listener has an address");
-        let key = SigningKey::generate(SigningAlg::RS256, "k1").expect("test idp generates k1");
+        let key = SigningKey::generate(Alg::RS256, "k1").expect("test idp generates k1");
         let shared = Arc::new(Shared {
             issuer: format!("http://{addr}"),
             settings: Mutex::new(Settings {
@@ -269,7 +270,7 @@ impl TestIdp {
 
     /// Generates a key for `alg` named `k2`, `k3`..., publishes it beside the old ones and makes it
     /// current; returns its `kid`.
-    pub(crate) fn rotate(&self, alg: SigningAlg) -> String {
+    pub(crate) fn rotate(&self, alg: Alg) -> String {
         let mut settings = self.shared.settings();
         settings.rotations += 1;
         let kid = format!("k{}", settings.rotations);
