@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use authgate::config::parse_yaml;
 use authgate::decision::{CheckRequest, Clock as _, Decider, Decision, SystemClock, TrustedIssuer};
 use authgate::demo::signing::SigningKey;
-use authgate::verify::Alg;
 use authgate::keys::jwk::parse_jwk;
 use authgate::keys::{KeySet, KeySource, StaticKeys};
+use authgate::verify::Alg;
 use serde_json::json;
 
 const ISS: &str = "https://idp.bench";

@@ -90,14 +90,7 @@ async fn readyz(State(s): State<AdminState>) -> Response {
 
 async fn metrics(State(s): State<AdminState>) -> Response {
     let (ready, _) = readiness(&s.decider, &s.health);
-    metrics::gauge!(telemetry::READY).set(if ready { 1.0 } else { 0.0 });
-    for (issuer, h) in s.decider.key_health() {
-        if let Some(age) = h.age {
-            metrics::gauge!(telemetry::KEY_SET_AGE, "issuer" => issuer.to_owned())
-                .set(age.as_secs_f64());
-        }
-        metrics::gauge!(telemetry::KEYS_LOADED, "issuer" => issuer.to_owned()).set(h.keys as f64);
-    }
+    telemetry::record_health(ready, s.decider.key_health());
     let body = telemetry::metrics_handle().render();
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

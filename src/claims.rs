@@ -71,18 +71,34 @@ impl ClaimRequirement {
     }
 }
 
-/// The granted scopes: `scope` (space-separated string) and `scp` (array of strings, or a
-/// string) together.
-pub fn granted_scopes(claims: &Map<String, Value>) -> Vec<&str> {
+/// A `scope` or `scp` claim of the wrong type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "scope claims must be a space-separated string (scope) or a string or array of strings (scp)"
+)]
+pub struct MalformedScopes;
+
+/// The granted scopes: `scope` (a space-separated string, RFC 8693 §4.2 and RFC 9068) and `scp`
+/// (an array of strings, or a string) together. Any other type is a malformed token, never
+/// "no scopes": the IdP did not say what it meant.
+pub fn granted_scopes(claims: &Map<String, Value>) -> Result<Vec<&str>, MalformedScopes> {
     let mut scopes = Vec::new();
-    for name in ["scope", "scp"] {
-        match claims.get(name) {
-            Some(Value::String(s)) => scopes.extend(s.split(' ').filter(|s| !s.is_empty())),
-            Some(Value::Array(items)) => scopes.extend(items.iter().filter_map(Value::as_str)),
-            _ => {}
-        }
+    match claims.get("scope") {
+        None => {}
+        Some(Value::String(s)) => scopes.extend(s.split(' ').filter(|s| !s.is_empty())),
+        Some(_) => return Err(MalformedScopes),
     }
-    scopes
+    match claims.get("scp") {
+        None => {}
+        Some(Value::String(s)) => scopes.extend(s.split(' ').filter(|s| !s.is_empty())),
+        Some(Value::Array(items)) => {
+            for item in items {
+                scopes.push(item.as_str().ok_or(MalformedScopes)?);
+            }
+        }
+        Some(_) => return Err(MalformedScopes),
+    }
+    Ok(scopes)
 }
 
 /// Percent-encodes every byte outside printable ASCII (0x20..=0x7e), so a value can never
@@ -189,8 +205,31 @@ mod tests {
 
     #[test]
     fn scopes_come_from_scope_string_and_scp_array() {
-        let c = claims(json!({"scope": "read  write", "scp": ["admin", 5]}));
-        assert_eq!(granted_scopes(&c), ["read", "write", "admin"]);
+        let c = claims(json!({"scope": "read  write", "scp": ["admin"]}));
+        assert_eq!(granted_scopes(&c), Ok(vec!["read", "write", "admin"]));
+        let c = claims(json!({"scp": "a b"}));
+        assert_eq!(granted_scopes(&c), Ok(vec!["a", "b"]));
+        assert_eq!(granted_scopes(&claims(json!({}))), Ok(vec![]));
+    }
+
+    #[test]
+    fn scope_claims_of_another_type_are_malformed() {
+        for c in [
+            json!({"scope": 5}),
+            json!({"scope": ["read"]}),
+            json!({"scope": null}),
+            json!({"scope": {"read": true}}),
+            json!({"scp": 5}),
+            json!({"scp": ["admin", 5]}),
+            json!({"scp": [["admin"]]}),
+            json!({"scope": "read", "scp": true}),
+        ] {
+            assert_eq!(
+                granted_scopes(&claims(c.clone())),
+                Err(MalformedScopes),
+                "{c}"
+            );
+        }
     }
 
     #[test]

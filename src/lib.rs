@@ -6,9 +6,12 @@
 //!
 //! - [`config`]: YAML + env + flags -> validated [`config::Config`].
 //! - [`decision`]: the one brain, `CheckRequest -> Decision`.
+//! - [`deny`]: the one response table, deny kind x frontend -> every protocol's answer.
 //! - [`token`], [`verify`], [`claims`]: finding, parsing and checking tokens.
 //! - [`keys`]: the `KeySource` trait, the JWKS/discovery cache and static keys.
 //! - [`http`], [`grpc`], [`admin`]: the HTTP and gRPC mouths and the admin port.
+//! - [`server`]: the one bounded accept loop behind every port; [`shutdown`]: signals.
+//! - [`telemetry`]: metric names, the only place that records them, and tracing.
 //! - [`demo`]: the embedded OIDC issuer behind `authgate demo`.
 
 pub mod admin;
@@ -16,12 +19,14 @@ pub mod claims;
 pub mod config;
 pub mod decision;
 pub mod demo;
+pub mod deny;
 // Wrappers for the cargo-fuzz targets in fuzz/; not part of the supported API.
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grpc;
 pub mod http;
 pub mod keys;
+pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod token;
@@ -161,7 +166,11 @@ pub async fn run(
     };
 
     let (close_tx, close_rx) = watch::channel(false);
-    let drain = config.shutdown.drain_timeout;
+    let stop = server::Stop {
+        draining: health.draining(),
+        close: close_rx,
+        drain_timeout: config.shutdown.drain_timeout,
+    };
     tracing::info!(
         http = ?listeners.http.local_addr().ok(),
         grpc = ?listeners.grpc.local_addr().ok(),
@@ -169,31 +178,36 @@ pub async fn run(
         issuers = config.issuers.len(),
         "authgate serving"
     );
-    let http_server = tokio::spawn(shutdown::serve(
-        "http",
-        listeners.http,
-        http::router(Arc::clone(&decider)),
-        config.limits.clone(),
-        health.draining(),
-        close_rx.clone(),
-        drain,
-    ));
+    let http_port = server::Port {
+        name: "http",
+        http2_only: false,
+        max_header_bytes: config.limits.max_header_bytes,
+    };
+    let admin_port = server::Port {
+        name: "admin",
+        ..http_port
+    };
+    let http_server = tokio::spawn({
+        let (router, limits, stop) = (
+            http::router(Arc::clone(&decider)),
+            config.limits.clone(),
+            stop.clone(),
+        );
+        async move { server::serve(http_port, listeners.http, router, &limits, stop).await }
+    });
     let grpc_server = tokio::spawn(grpc::serve(
         listeners.grpc,
         Arc::clone(&decider),
         Arc::clone(&health),
-        close_rx.clone(),
-        drain,
+        stop.clone(),
     ));
-    let admin_server = tokio::spawn(shutdown::serve(
-        "admin",
-        listeners.admin,
-        admin::router(Arc::clone(&decider), Arc::clone(&health)),
-        config.limits.clone(),
-        health.draining(),
-        close_rx,
-        drain,
-    ));
+    let admin_server = tokio::spawn({
+        let (router, limits) = (
+            admin::router(Arc::clone(&decider), Arc::clone(&health)),
+            config.limits.clone(),
+        );
+        async move { server::serve(admin_port, listeners.admin, router, &limits, stop).await }
+    });
 
     shutdown.await;
     health.start_draining();

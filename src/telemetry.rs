@@ -1,11 +1,15 @@
 //! Telemetry: metric names (named once here, described at start-up), the Prometheus recorder,
-//! and tracing initialisation (text or JSON). No metric label ever comes from token content.
+//! the `record_*` functions that are the only place authgate emits a metric, and tracing
+//! initialisation (text or JSON). No metric label ever comes from token content.
 
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use std::time::Duration;
+
 use crate::config::LogFormat;
+use crate::decision::{Decision, Frontend};
 
 /// Decisions by `frontend`, `result` (allow/deny) and `reason`.
 pub const DECISIONS: &str = "authgate_decisions_total";
@@ -102,6 +106,81 @@ fn describe() {
     describe_gauge!(READY, "1 while the service is ready");
     describe_gauge!(BUILD_INFO, "Build information");
     metrics::gauge!(BUILD_INFO, "version" => VERSION, "commit" => GIT_COMMIT).set(1.0);
+}
+
+/// One decision: `DECISIONS` by frontend, result and reason, and its time in
+/// `DECISION_DURATION`.
+pub fn record_decision(frontend: Frontend, decision: &Decision, took: Duration) {
+    let (result, reason) = decision.labels();
+    let frontend = frontend.as_str();
+    metrics::counter!(DECISIONS, "frontend" => frontend, "result" => result, "reason" => reason)
+        .increment(1);
+    metrics::histogram!(DECISION_DURATION, "frontend" => frontend).record(took.as_secs_f64());
+}
+
+/// One check shed by the concurrency limit.
+pub fn record_shed(frontend: Frontend) {
+    metrics::counter!(SHED, "frontend" => frontend.as_str()).increment(1);
+}
+
+/// One signature check answered from the verified cache (`hit`) or computed.
+pub fn record_verified_cache(hit: bool) {
+    let result = if hit { "hit" } else { "miss" };
+    metrics::counter!(VERIFIED_CACHE, "result" => result).increment(1);
+}
+
+/// Claim header values left out of one allow.
+pub fn record_claim_headers_rejected(count: usize) {
+    if count > 0 {
+        metrics::counter!(CLAIM_HEADERS_REJECTED).increment(count as u64);
+    }
+}
+
+/// One discovery or JWKS fetch of `issuer`: `result` is `ok` or the error's label; on success
+/// `keys` is the size of the new set.
+pub fn record_fetch(issuer: &str, result: &'static str, keys: Option<usize>) {
+    metrics::counter!(JWKS_FETCHES, "issuer" => issuer.to_owned(), "result" => result).increment(1);
+    if let Some(keys) = keys {
+        metrics::gauge!(KEYS_LOADED, "issuer" => issuer.to_owned()).set(keys as f64);
+    }
+}
+
+/// One key lookup: `hit`, `miss_refetch` or `miss_cooldown`.
+pub fn record_key_lookup(result: &'static str) {
+    metrics::counter!(KEY_CACHE, "result" => result).increment(1);
+}
+
+/// Readiness and the state of every issuer's key set, set just before `/metrics` renders.
+pub fn record_health<'a>(
+    ready: bool,
+    issuers: impl IntoIterator<Item = (&'a str, crate::keys::KeyHealth)>,
+) {
+    metrics::gauge!(READY).set(if ready { 1.0 } else { 0.0 });
+    for (issuer, h) in issuers {
+        if let Some(age) = h.age {
+            metrics::gauge!(KEY_SET_AGE, "issuer" => issuer.to_owned()).set(age.as_secs_f64());
+        }
+        metrics::gauge!(KEYS_LOADED, "issuer" => issuer.to_owned()).set(h.keys as f64);
+    }
+}
+
+/// Counts one open connection of `listener` in `OPEN_CONNECTIONS` while alive.
+#[derive(Debug)]
+pub struct OpenConnection(metrics::Gauge);
+
+impl OpenConnection {
+    /// Counts a connection that just opened.
+    pub fn new(listener: &'static str) -> Self {
+        let gauge = metrics::gauge!(OPEN_CONNECTIONS, "listener" => listener);
+        gauge.increment(1);
+        Self(gauge)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.decrement(1);
+    }
 }
 
 /// Initialises tracing on stderr. `level` is a filter directive; `RUST_LOG` overrides it.

@@ -14,6 +14,8 @@ pub enum TokenSource {
     Header,
     /// The configured query parameter.
     Query,
+    /// Handed over as it is by a caller that is not a proxy (`TokenService/Verify`).
+    Caller,
 }
 
 /// A token and where it came from.
@@ -42,7 +44,20 @@ fn bearer(value: &[u8]) -> Result<Option<&str>, DenyReason> {
     if token.is_empty() {
         return Err(DenyReason::EmptyToken);
     }
+    if !is_b64token(token) {
+        return Err(DenyReason::MalformedAuthorization);
+    }
     Ok(Some(token))
+}
+
+/// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+/// Anything else after `Bearer ` (a second word, a comma, a quote) is not a bearer credential.
+fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
 }
 
 /// Splits an `Authorization` value that a proxy joined from repeated headers with `,` (Envoy
@@ -190,6 +205,31 @@ mod tests {
         assert_eq!(
             find(&[b"Bearer \xff\xfe"], "/", false),
             Err(DenyReason::MalformedAuthorization)
+        );
+    }
+
+    #[test]
+    fn a_credential_that_is_not_one_b64token_is_a_malformed_request() {
+        for v in [
+            &b"Bearer a.b.c junk"[..],
+            b"Bearer a.b.c d.e.f",
+            b"Bearer a,b",
+            b"Bearer \"a.b.c\"",
+            b"Bearer a.b.c;x",
+            b"Bearer ====",
+        ] {
+            assert_eq!(
+                find(&[v], "/", false),
+                Err(DenyReason::MalformedAuthorization),
+                "{}",
+                String::from_utf8_lossy(v)
+            );
+        }
+        // The whole b64token alphabet, with trailing padding, is still a token (the JWS
+        // parser then refuses what base64url does not allow).
+        assert_eq!(
+            find(&[b"Bearer aZ09-._~+/=="], "/", false),
+            Ok(Some(("aZ09-._~+/==".into(), TokenSource::Header)))
         );
     }
 

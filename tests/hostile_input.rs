@@ -346,13 +346,11 @@ impl World {
         match mouth {
             Mouth::Core => {
                 let request = CoreRequest {
-                    frontend: Frontend::ForwardAuth,
                     method: Some("GET".to_owned()),
                     host: Some(HOST.to_owned()),
                     path: Some(case.uri.clone()),
                     authorization: case.auth.clone(),
-                    peer: None,
-                    malformed: false,
+                    ..CoreRequest::new(Frontend::ForwardAuth)
                 };
                 let label = match self.core.decide(&request).await {
                     Decision::Allow(a) if a.identity.is_none() => "anonymous",
@@ -537,9 +535,10 @@ fn cases(w: &World) -> Vec<Case> {
         vec![format!("Bearer {good}, Bearer {good}").into_bytes()],
         "multiple_tokens",
     );
+    // The core alone sees the joined value unsplit: a comma is not part of a b64token.
     joined
         .except
-        .push((Mouth::Core, Expect::Decided("malformed_token")));
+        .push((Mouth::Core, Expect::Decided("malformed_authorization")));
     v.push(joined);
     // Authorization is not a list header: two of them are refused whatever their schemes.
     v.push(case(
@@ -563,9 +562,10 @@ fn cases(w: &World) -> Vec<Case> {
     ));
     v.push(case(
         t,
+        // RFC 6750 §2.1: `Bearer 1*SP b64token`; a second word is a malformed request.
         "a second word after the token",
         vec![format!("Bearer {good} extra").into_bytes()],
-        "malformed_token",
+        "malformed_authorization",
     ));
     v.push(case(t, "token in the query", vec![], "valid_token"));
     let last = v.len() - 1;
@@ -685,9 +685,10 @@ fn cases(w: &World) -> Vec<Case> {
     ));
     v.push(case(
         f,
+        // `=` only ends a b64token; inside one it is a malformed credential.
         "base64 padding",
         bearer(&format!("{h}==.{p}.{s}")),
-        "malformed_token",
+        "malformed_authorization",
     ));
     v.push(case(
         f,
@@ -699,7 +700,7 @@ fn cases(w: &World) -> Vec<Case> {
         f,
         "JSON serialization",
         bearer(&format!("{{\"payload\":\"{p}\",\"signatures\":[]}}")),
-        "malformed_token",
+        "malformed_authorization",
     ));
     v.push(case(
         f,

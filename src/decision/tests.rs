@@ -884,11 +884,11 @@ async fn a_bare_token_is_always_verified_whatever_the_routes_say() {
     let f = fixture("routes: [{action: anonymous}]");
     let open = Requirement::default();
     assert_eq!(
-        deny_reason(f.decider.decide_token("not-a-jwt", &open).await),
+        deny_reason(f.decider.verify_token("not-a-jwt", &open).await),
         Some(DenyReason::MalformedToken)
     );
     let t = f.token(&claims());
-    let Decision::Allow(a) = f.decider.decide_token(&t, &open).await else {
+    let Decision::Allow(a) = f.decider.verify_token(&t, &open).await else {
         panic!("allow")
     };
     assert_eq!(
@@ -901,7 +901,7 @@ async fn a_bare_token_is_always_verified_whatever_the_routes_say() {
         ..Requirement::default()
     };
     assert_eq!(
-        deny_reason(f.decider.decide_token(&t, &strict).await),
+        deny_reason(f.decider.verify_token(&t, &strict).await),
         Some(DenyReason::WrongAudience)
     );
     let scoped = Requirement {
@@ -909,7 +909,7 @@ async fn a_bare_token_is_always_verified_whatever_the_routes_say() {
         ..Requirement::default()
     };
     assert_eq!(
-        deny_reason(f.decider.decide_token(&t, &scoped).await),
+        deny_reason(f.decider.verify_token(&t, &scoped).await),
         Some(DenyReason::InsufficientScope)
     );
 }

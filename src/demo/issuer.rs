@@ -135,8 +135,7 @@ impl DemoIssuer {
         options: IssuerOptions,
     ) -> Result<DemoIssuer, DemoError> {
         let addr = listener.local_addr().map_err(DemoError::LocalAddr)?;
-        let key =
-            SigningKey::generate(Alg::RS256, SIGNING_KEY_ID).map_err(DemoError::Key)?;
+        let key = SigningKey::generate(Alg::RS256, SIGNING_KEY_ID).map_err(DemoError::Key)?;
         let state = Arc::new(IssuerState {
             issuer: format!("http://{}", reachable(addr)),
             key,

@@ -88,12 +88,7 @@ impl SigningKey {
     pub fn generate(alg: Alg, kid: impl Into<String>) -> Result<Self, SigningError> {
         let gen_err = |source| SigningError::KeyGeneration { alg, source };
         let material = match alg {
-            Alg::RS256
-            | Alg::RS384
-            | Alg::RS512
-            | Alg::PS256
-            | Alg::PS384
-            | Alg::PS512 => {
+            Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512 => {
                 KeyMaterial::Rsa(RsaKeyPair::generate(KeySize::Rsa2048).map_err(gen_err)?)
             }
             Alg::ES256 => KeyMaterial::Ecdsa(
@@ -124,12 +119,7 @@ impl SigningKey {
     ) -> Result<Self, SigningError> {
         if !matches!(
             alg,
-            Alg::RS256
-                | Alg::RS384
-                | Alg::RS512
-                | Alg::PS256
-                | Alg::PS384
-                | Alg::PS512
+            Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512
         ) {
             return Err(SigningError::NotRsa { alg });
         }
@@ -331,9 +321,7 @@ mod tests {
 
     #[test]
     fn public_jwks_have_the_members_rfc_7518_requires() {
-        let rsa = SigningKey::generate(Alg::PS256, "r")
-            .unwrap()
-            .public_jwk();
+        let rsa = SigningKey::generate(Alg::PS256, "r").unwrap().public_jwk();
         assert_eq!(rsa["kty"], "RSA");
         assert_eq!(rsa["use"], "sig");
         assert_eq!(rsa["alg"], "PS256");
@@ -342,9 +330,7 @@ mod tests {
         assert_ne!(n[0], 0);
         assert_eq!(rsa["e"], "AQAB");
 
-        let p256 = SigningKey::generate(Alg::ES256, "e")
-            .unwrap()
-            .public_jwk();
+        let p256 = SigningKey::generate(Alg::ES256, "e").unwrap().public_jwk();
         assert_eq!(
             (p256["kty"].as_str(), p256["crv"].as_str()),
             (Some("EC"), Some("P-256"))
@@ -364,9 +350,7 @@ mod tests {
             32
         );
 
-        let p384 = SigningKey::generate(Alg::ES384, "e")
-            .unwrap()
-            .public_jwk();
+        let p384 = SigningKey::generate(Alg::ES384, "e").unwrap().public_jwk();
         assert_eq!(p384["crv"], "P-384");
         assert_eq!(
             URL_SAFE_NO_PAD
@@ -376,9 +360,7 @@ mod tests {
             48
         );
 
-        let ed = SigningKey::generate(Alg::EdDSA, "d")
-            .unwrap()
-            .public_jwk();
+        let ed = SigningKey::generate(Alg::EdDSA, "d").unwrap().public_jwk();
         assert_eq!(
             (ed["kty"].as_str(), ed["crv"].as_str()),
             (Some("OKP"), Some("Ed25519"))

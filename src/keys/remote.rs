@@ -210,10 +210,7 @@ impl Inner {
         st.in_flight = None;
         match result {
             Ok((set, ttl)) => {
-                metrics::counter!(telemetry::JWKS_FETCHES, "issuer" => issuer.to_owned(), "result" => "ok")
-                    .increment(1);
-                metrics::gauge!(telemetry::KEYS_LOADED, "issuer" => issuer.to_owned())
-                    .set(set.len() as f64);
+                telemetry::record_fetch(issuer, "ok", Some(set.len()));
                 tracing::debug!(
                     issuer,
                     keys = set.len(),
@@ -226,8 +223,7 @@ impl Inner {
                 st.failures = 0;
             }
             Err(error) => {
-                metrics::counter!(telemetry::JWKS_FETCHES, "issuer" => issuer.to_owned(), "result" => error.label())
-                    .increment(1);
+                telemetry::record_fetch(issuer, error.label(), None);
                 st.failures = st.failures.saturating_add(1);
                 if matches!(error, KeyError::Status { status: 404, .. }) {
                     // The IdP may have moved its JWKS: ask discovery again next time.
@@ -414,7 +410,7 @@ impl Inner {
         };
         match next {
             Next::Done(found) => {
-                metrics::counter!(telemetry::KEY_CACHE, "result" => "hit").increment(1);
+                telemetry::record_key_lookup("hit");
                 found
             }
             Next::Refetch => self.refetch_for_unknown_kid(kid, alg).await,
@@ -446,15 +442,13 @@ impl Inner {
             match (cooling, st.in_flight.clone()) {
                 (true, Some(rx)) => (rx, false),
                 (true, None) => {
-                    metrics::counter!(telemetry::KEY_CACHE, "result" => "miss_cooldown")
-                        .increment(1);
+                    telemetry::record_key_lookup("miss_cooldown");
                     return Self::unknown_or_unavailable(&st);
                 }
                 (false, running) => {
                     st.last_unknown_kid_fetch = Some(now);
                     drop(st);
-                    metrics::counter!(telemetry::KEY_CACHE, "result" => "miss_refetch")
-                        .increment(1);
+                    telemetry::record_key_lookup("miss_refetch");
                     match running {
                         Some(rx) => (rx, true),
                         None => (self.begin_fetch(), false),

@@ -1,0 +1,415 @@
+//! The decision model: what a mouth asks ([`CheckRequest`]) and what the core answers
+//! ([`Decision`]: an [`Allow`] or a [`Deny`] with its [`DenyReason`]). Plain data, no I/O.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue};
+use serde_json::{Map, Value};
+
+use crate::token::TokenSource;
+
+/// Which mouth a check came through (a metric label, and the profile of its deny answers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Frontend {
+    /// `/auth`: Traefik ForwardAuth and other forward-auth callers.
+    ForwardAuth,
+    /// `/auth/nginx`: nginx auth_request.
+    Nginx,
+    /// `/envoy/*`: Envoy ext_authz HTTP mode.
+    EnvoyHttp,
+    /// Envoy ext_authz gRPC.
+    Grpc,
+    /// `authgate.v1.TokenService/Verify`.
+    TokenService,
+}
+
+impl Frontend {
+    /// Every frontend, for metrics registered up front and exhaustive tests.
+    pub const ALL: [Frontend; 5] = [
+        Frontend::ForwardAuth,
+        Frontend::Nginx,
+        Frontend::EnvoyHttp,
+        Frontend::Grpc,
+        Frontend::TokenService,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Frontend::ForwardAuth => "forward_auth",
+            Frontend::Nginx => "nginx",
+            Frontend::EnvoyHttp => "envoy_http",
+            Frontend::Grpc => "grpc",
+            Frontend::TokenService => "token_service",
+        }
+    }
+}
+
+/// What the core needs to know about the ORIGINAL request the proxy asks about.
+#[derive(Debug, Clone)]
+pub struct CheckRequest {
+    /// The mouth it came through.
+    pub frontend: Frontend,
+    /// Upper-case method, if the proxy told.
+    pub method: Option<String>,
+    /// Host, possibly with a port, if the proxy told.
+    pub host: Option<String>,
+    /// Path and query of the original request, if the proxy told.
+    pub path: Option<String>,
+    /// Every `Authorization` header value, in order.
+    pub authorization: Vec<Vec<u8>>,
+    /// Names of the original request's headers as the proxy passed them on (lower-case on
+    /// Envoy), where the mouth can see them: the core finds client-sent spellings of owned
+    /// headers here, so that the proxy can be told to remove each one.
+    pub header_names: Vec<String>,
+    /// The address of the peer that asked: the proxy (the TCP peer of the check connection).
+    /// `trusted_proxies` is matched against it.
+    pub proxy: Option<IpAddr>,
+    /// The end client's address as the proxy describes it (Envoy's `source.address`,
+    /// `X-Forwarded-For`); believed, like method, host and path, only from a trusted proxy.
+    pub client: Option<IpAddr>,
+    /// The adapter could not translate the proxy's request in full (no HTTP attributes, an
+    /// oversized header map, an original URI that is not ASCII): it is denied as a malformed
+    /// request, never guessed at.
+    pub malformed: bool,
+}
+
+impl CheckRequest {
+    /// An empty request through `frontend`, for adapters to fill in.
+    pub fn new(frontend: Frontend) -> Self {
+        Self {
+            frontend,
+            method: None,
+            host: None,
+            path: None,
+            authorization: Vec::new(),
+            header_names: Vec::new(),
+            proxy: None,
+            client: None,
+            malformed: false,
+        }
+    }
+
+    /// This request with what a peer outside `trusted_proxies` said about the original request
+    /// (method, host, path, client address) forgotten: route rules that need them deny it as
+    /// malformed.
+    pub fn without_forwarded_attributes(&self) -> Self {
+        Self {
+            method: None,
+            host: None,
+            path: None,
+            client: None,
+            ..self.clone()
+        }
+    }
+
+    /// An empty GET / request for tests.
+    pub fn for_test() -> Self {
+        Self {
+            method: Some("GET".to_owned()),
+            host: Some("api.example.com".to_owned()),
+            path: Some("/".to_owned()),
+            ..Self::new(Frontend::ForwardAuth)
+        }
+    }
+}
+
+/// Why a check was denied. A closed set: it is also the `reason` metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DenyReason {
+    /// No token in any enabled source.
+    MissingToken,
+    /// `Bearer` with nothing after it, or an empty query token.
+    EmptyToken,
+    /// More than one token (two Authorization headers, header and query).
+    MultipleTokens,
+    /// The `Authorization` credential is not `Bearer 1*SP b64token` (RFC 6750 §2.1): control
+    /// or non-ASCII bytes, words after the token, bytes outside the b64token alphabet.
+    MalformedAuthorization,
+    /// The proxy's check request itself is incomplete or over its limits.
+    MalformedCheck,
+    /// The original path could be read differently by the upstream (encoded `/`, `..` above
+    /// the root, `;`, backslashes, bytes outside visible ASCII) while route rules depend on it.
+    AmbiguousPath,
+    /// Longer than the token size cap.
+    TokenTooLarge,
+    /// Not a well-formed compact JWS.
+    MalformedToken,
+    /// `alg` is none, symmetric, unknown, or not allowed for the issuer.
+    AlgorithmNotAllowed,
+    /// A `crit` header names extensions authgate does not understand.
+    UnsupportedCritical,
+    /// A registered claim has the wrong type.
+    MalformedClaims,
+    /// `iss` is missing or not a configured issuer.
+    UnknownIssuer,
+    /// The issuer is configured but not accepted on this route.
+    IssuerNotAllowed,
+    /// `typ` is not one of the accepted values.
+    WrongTokenType,
+    /// No `exp` claim.
+    MissingExpiry,
+    /// `exp` is past (beyond the leeway).
+    Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    NotYetValid,
+    /// `iat` is in the future (beyond the leeway).
+    IssuedInFuture,
+    /// `aud` does not match.
+    WrongAudience,
+    /// No key with the token's `kid`.
+    UnknownKey,
+    /// The `kid` names more than one key.
+    AmbiguousKey,
+    /// The key cannot verify the token's algorithm.
+    KeyAlgorithmMismatch,
+    /// The signature does not verify.
+    BadSignature,
+    /// A required scope is missing.
+    InsufficientScope,
+    /// A required claim value is missing.
+    ClaimMismatch,
+    /// A route rule denies the request.
+    RouteDenied,
+    /// No usable key set (IdP unreachable at start, or keys past max_stale).
+    KeysUnavailable,
+    /// The per-check deadline passed while waiting for keys.
+    DeadlineExceeded,
+    /// The concurrency limit shed the check.
+    Overloaded,
+    /// The decision failed inside authgate (a bug); denied, never allowed.
+    InternalError,
+}
+
+/// How a denial is presented; `deny.rs` maps each kind once to every protocol's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DenyKind {
+    /// No token: 401 with a bare challenge.
+    Unauthenticated,
+    /// Bad token: 401 `invalid_token`.
+    InvalidToken,
+    /// Malformed request: 400 `invalid_request`.
+    InvalidRequest,
+    /// Token lacks scope or claims: 403 `insufficient_scope`.
+    InsufficientScope,
+    /// Policy says no: 403 without an error code.
+    Forbidden,
+    /// Keys unavailable or overloaded: fail closed, with `Retry-After`.
+    Unavailable,
+}
+
+impl DenyKind {
+    /// Every kind, for exhaustive tests.
+    pub const ALL: [DenyKind; 6] = [
+        DenyKind::Unauthenticated,
+        DenyKind::InvalidToken,
+        DenyKind::InvalidRequest,
+        DenyKind::InsufficientScope,
+        DenyKind::Forbidden,
+        DenyKind::Unavailable,
+    ];
+}
+
+impl DenyReason {
+    /// Every reason, for exhaustive tests and documentation.
+    pub const ALL: [DenyReason; 30] = [
+        DenyReason::MissingToken,
+        DenyReason::EmptyToken,
+        DenyReason::MultipleTokens,
+        DenyReason::MalformedAuthorization,
+        DenyReason::MalformedCheck,
+        DenyReason::AmbiguousPath,
+        DenyReason::TokenTooLarge,
+        DenyReason::MalformedToken,
+        DenyReason::AlgorithmNotAllowed,
+        DenyReason::UnsupportedCritical,
+        DenyReason::MalformedClaims,
+        DenyReason::UnknownIssuer,
+        DenyReason::IssuerNotAllowed,
+        DenyReason::WrongTokenType,
+        DenyReason::MissingExpiry,
+        DenyReason::Expired,
+        DenyReason::NotYetValid,
+        DenyReason::IssuedInFuture,
+        DenyReason::WrongAudience,
+        DenyReason::UnknownKey,
+        DenyReason::AmbiguousKey,
+        DenyReason::KeyAlgorithmMismatch,
+        DenyReason::BadSignature,
+        DenyReason::InsufficientScope,
+        DenyReason::ClaimMismatch,
+        DenyReason::RouteDenied,
+        DenyReason::KeysUnavailable,
+        DenyReason::DeadlineExceeded,
+        DenyReason::Overloaded,
+        DenyReason::InternalError,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        use DenyReason::*;
+        match self {
+            MissingToken => "missing_token",
+            EmptyToken => "empty_token",
+            MultipleTokens => "multiple_tokens",
+            MalformedAuthorization => "malformed_authorization",
+            MalformedCheck => "malformed_check",
+            AmbiguousPath => "ambiguous_path",
+            TokenTooLarge => "token_too_large",
+            MalformedToken => "malformed_token",
+            AlgorithmNotAllowed => "algorithm_not_allowed",
+            UnsupportedCritical => "unsupported_critical_header",
+            MalformedClaims => "malformed_claims",
+            UnknownIssuer => "unknown_issuer",
+            IssuerNotAllowed => "issuer_not_allowed",
+            WrongTokenType => "wrong_token_type",
+            MissingExpiry => "missing_expiry",
+            Expired => "expired",
+            NotYetValid => "not_yet_valid",
+            IssuedInFuture => "issued_in_future",
+            WrongAudience => "wrong_audience",
+            UnknownKey => "unknown_key",
+            AmbiguousKey => "ambiguous_key",
+            KeyAlgorithmMismatch => "key_algorithm_mismatch",
+            BadSignature => "bad_signature",
+            InsufficientScope => "insufficient_scope",
+            ClaimMismatch => "claim_mismatch",
+            RouteDenied => "route_denied",
+            KeysUnavailable => "keys_unavailable",
+            DeadlineExceeded => "deadline_exceeded",
+            Overloaded => "overloaded",
+            InternalError => "internal_error",
+        }
+    }
+
+    /// The kind this reason is presented as.
+    pub fn kind(self) -> DenyKind {
+        use DenyReason::*;
+        match self {
+            MissingToken => DenyKind::Unauthenticated,
+            EmptyToken
+            | MultipleTokens
+            | MalformedAuthorization
+            | MalformedCheck
+            | AmbiguousPath => DenyKind::InvalidRequest,
+            TokenTooLarge | MalformedToken | AlgorithmNotAllowed | UnsupportedCritical
+            | MalformedClaims | UnknownIssuer | IssuerNotAllowed | WrongTokenType
+            | MissingExpiry | Expired | NotYetValid | IssuedInFuture | WrongAudience
+            | UnknownKey | AmbiguousKey | KeyAlgorithmMismatch | BadSignature => {
+                DenyKind::InvalidToken
+            }
+            InsufficientScope | ClaimMismatch => DenyKind::InsufficientScope,
+            RouteDenied => DenyKind::Forbidden,
+            KeysUnavailable | DeadlineExceeded | Overloaded | InternalError => {
+                DenyKind::Unavailable
+            }
+        }
+    }
+
+    /// Seconds after which a retry may succeed, for the reasons that are worth a retry.
+    fn retry_after(self) -> Option<u64> {
+        match self {
+            DenyReason::Overloaded | DenyReason::InternalError => Some(1),
+            DenyReason::KeysUnavailable | DenyReason::DeadlineExceeded => Some(5),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for DenyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A denial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deny {
+    /// Why.
+    pub reason: DenyReason,
+    /// The scopes the route needs, for `insufficient_scope` challenges.
+    pub scope: Option<String>,
+    /// Seconds after which a retry may succeed (unavailable kinds only).
+    pub retry_after: Option<u64>,
+}
+
+impl Deny {
+    /// A denial for `reason`, with the `Retry-After` that reason calls for.
+    pub fn new(reason: DenyReason) -> Self {
+        Self {
+            reason,
+            scope: None,
+            retry_after: reason.retry_after(),
+        }
+    }
+
+    /// How this denial is presented.
+    pub fn kind(&self) -> DenyKind {
+        self.reason.kind()
+    }
+}
+
+impl From<DenyReason> for Deny {
+    fn from(reason: DenyReason) -> Self {
+        Deny::new(reason)
+    }
+}
+
+/// Who the verified token speaks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    /// `sub`, if present and a string.
+    pub subject: Option<String>,
+    /// `iss`.
+    pub issuer: String,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// `exp` in seconds since the epoch.
+    pub expires_at: i64,
+    /// All claims.
+    pub claims: Map<String, Value>,
+}
+
+/// An allow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Allow {
+    /// Claim headers for the upstream.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Every header authgate owns (the configured claim headers).
+    pub owned_headers: Arc<[HeaderName]>,
+    /// Request headers the proxy must remove before the request goes upstream (Envoy: gRPC
+    /// `headers_to_remove`, HTTP mode `x-envoy-auth-headers-to-remove`): every owned header
+    /// without a value here, every client-sent spelling that folds to an owned header
+    /// (`x_auth_subject`, `x.auth.subject`), and with `strip_upstream` the `authorization` header
+    /// that carried the token.
+    pub headers_to_remove: Vec<String>,
+    /// Query parameters the proxy must remove: the one that carried the token, with
+    /// `strip_upstream`.
+    pub query_parameters_to_remove: Vec<String>,
+    /// The verified identity (`None` on an anonymous route).
+    pub identity: Option<Identity>,
+    /// Where the token was found (`None` on an anonymous route).
+    pub token_source: Option<TokenSource>,
+}
+
+/// The answer to a check.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Let the request through, with these headers.
+    Allow(Allow),
+    /// Refuse it.
+    Deny(Deny),
+}
+
+impl Decision {
+    /// The `result` and `reason` labels of this decision.
+    pub fn labels(&self) -> (&'static str, &'static str) {
+        match self {
+            Decision::Allow(a) if a.identity.is_none() => ("allow", "anonymous"),
+            Decision::Allow(_) => ("allow", "valid_token"),
+            Decision::Deny(d) => ("deny", d.reason.as_str()),
+        }
+    }
+}

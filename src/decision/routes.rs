@@ -1,0 +1,192 @@
+//! Route rules: which rule a request falls under (first match wins), matched on host, method
+//! and the canonical form of the original path. A rule is never skipped because the proxy left
+//! out what it looks at, and a path an upstream could read differently is never matched.
+
+use crate::config::{PathMatch, Route, RouteAction};
+
+use super::model::{CheckRequest, DenyReason};
+
+/// The configured rules, with what they look at.
+#[derive(Debug)]
+pub(crate) struct RouteTable {
+    routes: Vec<Route>,
+    /// Whether any rule looks at the path.
+    has_path_rules: bool,
+    /// Whether any rule looks at the host.
+    has_host_rules: bool,
+    /// Whether any rule looks at the method.
+    has_method_rules: bool,
+}
+
+impl RouteTable {
+    pub(crate) fn new(routes: &[Route]) -> Self {
+        Self {
+            has_path_rules: routes.iter().any(|r| !matches!(r.path, PathMatch::Any)),
+            has_host_rules: routes.iter().any(|r| r.host.is_some()),
+            has_method_rules: routes.iter().any(|r| r.methods.is_some()),
+            routes: routes.to_vec(),
+        }
+    }
+
+    /// The action of the first rule `req` falls under; `None` when no rule matches (the
+    /// default: a valid token is required).
+    pub(crate) fn select(&self, req: &CheckRequest) -> Result<Option<&RouteAction>, DenyReason> {
+        // A rule cannot be skipped because the proxy left out what it looks at: a skipped deny
+        // rule would let the request through on the default requirement.
+        if (self.has_path_rules && req.path.is_none())
+            || (self.has_host_rules && req.host.is_none())
+            || (self.has_method_rules && req.method.is_none())
+        {
+            return Err(DenyReason::MalformedCheck);
+        }
+        let path = match req.path.as_deref().map(canonical_path) {
+            None => None,
+            Some(Some(path)) => Some(path),
+            // A path the upstream may read differently cannot be matched against path rules
+            // safely either way (an anonymous rule opened, a deny rule skipped).
+            Some(None) if self.has_path_rules => return Err(DenyReason::AmbiguousPath),
+            Some(None) => None,
+        };
+        Ok(self
+            .routes
+            .iter()
+            .find(|r| matches(r, req, path.as_deref()))
+            .map(|r| &r.action))
+    }
+}
+
+fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_inclusive(']').next().unwrap_or(host);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+/// Glob over a path: `*` matches within one segment, `**` across segments.
+fn glob_match(pattern: &[u8], path: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => path.is_empty(),
+        Some((b'*', rest)) if rest.first() == Some(&b'*') => {
+            let rest = &rest[1..];
+            (0..=path.len()).any(|i| glob_match(rest, &path[i..]))
+        }
+        Some((b'*', rest)) => {
+            let segment_end = path.iter().position(|&b| b == b'/').unwrap_or(path.len());
+            (0..=segment_end).any(|i| glob_match(rest, &path[i..]))
+        }
+        Some((c, rest)) => path.first() == Some(c) && glob_match(rest, &path[1..]),
+    }
+}
+
+/// The path as route rules see it: percent-decoded, `.` and `..` segments resolved, repeated
+/// slashes merged, query and fragment dropped. `None` when a proxy and an upstream could read it
+/// differently: a raw byte outside visible ASCII anywhere in the URI (space, control bytes,
+/// non-ASCII: upstreams repair those differently), an encoded `/`, `\`, `%` or control byte, a
+/// backslash, a `;` (`..;/` path parameters), invalid UTF-8 once decoded, `..` above the root,
+/// or no leading `/`.
+pub(crate) fn canonical_path(raw: &str) -> Option<String> {
+    if !raw.bytes().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
+    let path = raw.split(['?', '#']).next().unwrap_or("");
+    if !path.starts_with('/') {
+        return None;
+    }
+    let ambiguous = |b: u8| b == b'\\' || b == b';' || b < 0x20 || b == 0x7f;
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            let value = u8::from_str_radix(hex, 16).ok()?;
+            if value == b'/' || value == b'%' || ambiguous(value) {
+                return None;
+            }
+            decoded.push(value);
+            i += 3;
+        } else {
+            if ambiguous(b) {
+                return None;
+            }
+            decoded.push(b);
+            i += 1;
+        }
+    }
+    let text = String::from_utf8(decoded).ok()?;
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in text.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop()?;
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut canonical = format!("/{}", segments.join("/"));
+    if text.ends_with('/') && !segments.is_empty() {
+        canonical.push('/');
+    }
+    Some(canonical)
+}
+
+/// Whether `route` matches; `path` is the canonical path (`None`: the proxy did not say).
+fn matches(route: &Route, req: &CheckRequest, path: Option<&str>) -> bool {
+    if let Some(host) = &route.host {
+        let Some(req_host) = req.host.as_deref() else {
+            return false;
+        };
+        if !host_without_port(req_host).eq_ignore_ascii_case(host) {
+            return false;
+        }
+    }
+    if let Some(methods) = &route.methods {
+        let Some(method) = req.method.as_deref() else {
+            return false;
+        };
+        if !methods.iter().any(|m| m == method) {
+            return false;
+        }
+    }
+    match (&route.path, path) {
+        (PathMatch::Any, _) => true,
+        // No original path known: only path-agnostic rules match, so a missing header can
+        // never select an anonymous rule.
+        (_, None) => false,
+        (PathMatch::Prefix(prefix), Some(path)) => {
+            prefix.is_empty()
+                || path == prefix
+                || path
+                    .strip_prefix(prefix.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+        }
+        (PathMatch::Glob(glob), Some(path)) => glob_match(glob.as_bytes(), path.as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_path;
+
+    #[test]
+    fn every_raw_byte_outside_visible_ascii_makes_a_path_ambiguous() {
+        for raw in [
+            "/public/a b",
+            "/public/a\tb",
+            "/public/a\x7fb",
+            "/public/\u{e9}",
+            "/public/a?q=a b",
+            " /public",
+        ] {
+            assert_eq!(canonical_path(raw), None, "{raw:?}");
+        }
+        assert_eq!(
+            canonical_path("/public/a%20b").as_deref(),
+            Some("/public/a b"),
+            "an encoded space is the upstream's business, not ambiguous"
+        );
+        assert_eq!(canonical_path("/a/./b/../c?x=1").as_deref(), Some("/a/c"));
+    }
+}

@@ -1,0 +1,304 @@
+//! Envoy ext_authz v3 `Authorization/Check`: Envoy's `CheckRequest` in, the core's `Decision`
+//! out as a `CheckResponse`, with the status, challenge and body from `deny.rs`. A denial is a
+//! `CheckResponse` (the RPC itself is OK), so Envoy denies even with `failure_mode_allow: true`;
+//! for the same reason a message that does not decode becomes a denied check, not an RPC error.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use envoy_types::ext_authz::v3::pb::{
+    CheckRequest as EnvoyCheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
+    HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+};
+use envoy_types::pb::envoy::config::core::v3::address;
+use envoy_types::pb::google::protobuf::{ListValue, Struct, Value as PbValue, value::Kind};
+use envoy_types::pb::google::rpc;
+use tonic::{Code, Request, Response, Status};
+
+use super::MAX_MESSAGE_BYTES;
+use crate::decision::{Allow, CheckRequest, Decider, Decision, Deny, Frontend, Identity};
+use crate::deny;
+use crate::server::PeerAddr;
+use crate::token::split_joined_credentials;
+
+/// The ext_authz server. It is tonic's generated `AuthorizationServer` in all but the decoder: a
+/// CheckRequest that does not decode (invalid UTF-8 in a header value a client sent, an
+/// oversized message) becomes an empty CheckRequest, which is denied as `malformed_check`. An
+/// RPC error instead would let `failure_mode_allow: true` turn the client's garbage into an
+/// allow.
+#[derive(Debug, Clone)]
+pub struct ExtAuthzServer {
+    decider: Arc<Decider>,
+}
+
+impl ExtAuthzServer {
+    /// The server for this decider.
+    pub fn new(decider: Arc<Decider>) -> Self {
+        Self { decider }
+    }
+
+    async fn check(&self, request: Request<EnvoyCheckRequest>) -> CheckResponse {
+        let config = self.decider.config();
+        let check = CheckRequest {
+            // Trust is a property of the connection (the proxy), not of the addresses inside
+            // the message, which the message's author chose.
+            proxy: request.extensions().get::<PeerAddr>().map(|p| p.0.ip()),
+            ..to_check_request(request.get_ref(), config.limits.max_header_bytes)
+        };
+        match self.decider.decide(&check).await {
+            Decision::Allow(allow) => allow_response(allow),
+            Decision::Deny(deny) => deny_response(&deny, &config.http.realm),
+        }
+    }
+}
+
+impl tonic::server::NamedService for ExtAuthzServer {
+    const NAME: &'static str = "envoy.service.auth.v3.Authorization";
+}
+
+fn client_ip(req: &EnvoyCheckRequest) -> Option<std::net::IpAddr> {
+    let address = req.attributes.as_ref()?.source.as_ref()?.address.as_ref()?;
+    match address.address.as_ref()? {
+        address::Address::SocketAddress(sa) => sa.address.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Translates Envoy's CheckRequest. Envoy joins repeated headers with `,` in the `headers` map;
+/// `split_joined_credentials` takes them apart again where a new credential starts.
+fn to_check_request(req: &EnvoyCheckRequest, max_header_bytes: usize) -> CheckRequest {
+    let mut check = CheckRequest {
+        client: client_ip(req),
+        ..CheckRequest::new(Frontend::Grpc)
+    };
+    let Some(http) = req
+        .attributes
+        .as_ref()
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref())
+    else {
+        check.malformed = true;
+        return check;
+    };
+    let mut header_bytes = 0usize;
+    let mut authorization = Vec::new();
+    let mut header_names = Vec::with_capacity(http.headers.len());
+    for (name, value) in &http.headers {
+        header_bytes += name.len() + value.len();
+        if name.eq_ignore_ascii_case("authorization") {
+            authorization.extend(split_joined_credentials(value.as_bytes()));
+        }
+        header_names.push(name.clone());
+    }
+    if let Some(map) = &http.header_map {
+        for h in &map.headers {
+            let value = if h.raw_value.is_empty() {
+                h.value.as_bytes()
+            } else {
+                h.raw_value.as_slice()
+            };
+            header_bytes += h.key.len() + value.len();
+            if h.key.eq_ignore_ascii_case("authorization") {
+                authorization.push(value.to_vec());
+            }
+            header_names.push(h.key.clone());
+        }
+    }
+    if http.path.is_empty() || header_bytes > max_header_bytes {
+        check.malformed = true;
+        return check;
+    }
+    check.method = Some(http.method.to_ascii_uppercase()).filter(|m| !m.is_empty());
+    check.host = Some(http.host.clone()).filter(|h| !h.is_empty());
+    check.path = Some(http.path.clone());
+    check.authorization = authorization;
+    check.header_names = header_names;
+    check
+}
+
+fn header(key: &str, value: &str) -> HeaderValueOption {
+    #[allow(
+        deprecated,
+        reason = "`append` must stay unset when append_action is used"
+    )]
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            raw_value: Vec::new(),
+        }),
+        append: None,
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
+        keep_empty_value: false,
+    }
+}
+
+fn deny_response(deny: &Deny, realm: &str) -> CheckResponse {
+    let answer = deny::answer(deny, Frontend::Grpc, realm);
+    let mut headers = vec![
+        header("content-type", "text/plain; charset=utf-8"),
+        header("cache-control", "no-store"),
+    ];
+    if let Some(challenge) = &answer.challenge {
+        headers.push(header("www-authenticate", challenge));
+    }
+    if let Some(secs) = answer.retry_after {
+        headers.push(header("retry-after", &secs.to_string()));
+    }
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: answer.grpc_code as i32,
+            message: deny.reason.as_str().to_owned(),
+            details: Vec::new(),
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: i32::from(answer.status.as_u16()),
+            }),
+            headers,
+            body: answer.body.to_owned(),
+        })),
+        dynamic_metadata: None,
+    }
+}
+
+fn string_value(s: &str) -> PbValue {
+    PbValue {
+        kind: Some(Kind::StringValue(s.to_owned())),
+    }
+}
+
+/// `subject`, `issuer` and `scopes` for Envoy's dynamic metadata (access logs, RBAC).
+fn identity_metadata(identity: &Identity) -> Struct {
+    let mut fields = HashMap::new();
+    if let Some(sub) = &identity.subject {
+        fields.insert("subject".to_owned(), string_value(sub));
+    }
+    fields.insert("issuer".to_owned(), string_value(&identity.issuer));
+    fields.insert(
+        "scopes".to_owned(),
+        PbValue {
+            kind: Some(Kind::ListValue(ListValue {
+                values: identity.scopes.iter().map(|s| string_value(s)).collect(),
+            })),
+        },
+    );
+    Struct { fields }
+}
+
+fn allow_response(allow: Allow) -> CheckResponse {
+    let headers = allow
+        .headers
+        .iter()
+        .filter_map(|(name, value)| Some(header(name.as_str(), value.to_str().ok()?)))
+        .collect();
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: Code::Ok as i32,
+            message: String::new(),
+            details: Vec::new(),
+        }),
+        http_response: Some(HttpResponse::OkResponse(
+            #[allow(
+                deprecated,
+                reason = "dynamic_metadata inside OkHttpResponse is deprecated; the top-level one is set"
+            )]
+            OkHttpResponse {
+                headers,
+                headers_to_remove: allow.headers_to_remove,
+                query_parameters_to_remove: allow.query_parameters_to_remove,
+                ..OkHttpResponse::default()
+            },
+        )),
+        dynamic_metadata: allow.identity.as_ref().map(identity_metadata),
+    }
+}
+
+/// Decodes CheckRequests, mapping what cannot be decoded to an empty request.
+#[derive(Debug, Default)]
+struct LenientDecoder;
+
+impl tonic::codec::Decoder for LenientDecoder {
+    type Item = EnvoyCheckRequest;
+    type Error = Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<EnvoyCheckRequest>, Status> {
+        use prost::bytes::Buf as _;
+        if buf.remaining() > MAX_MESSAGE_BYTES {
+            buf.advance(buf.remaining());
+            return Ok(Some(EnvoyCheckRequest::default()));
+        }
+        match <EnvoyCheckRequest as prost::Message>::decode(&mut *buf) {
+            Ok(request) => Ok(Some(request)),
+            Err(error) => {
+                tracing::debug!(%error, "undecodable CheckRequest");
+                buf.advance(buf.remaining());
+                Ok(Some(EnvoyCheckRequest::default()))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct LenientCodec;
+
+impl tonic::codec::Codec for LenientCodec {
+    type Encode = CheckResponse;
+    type Decode = EnvoyCheckRequest;
+    type Encoder = tonic_prost::ProstEncoder<CheckResponse>;
+    type Decoder = LenientDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::new(tonic::codec::BufferSettings::default())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        LenientDecoder
+    }
+}
+
+struct CheckMethod(ExtAuthzServer);
+
+impl tonic::server::UnaryService<EnvoyCheckRequest> for CheckMethod {
+    type Response = CheckResponse;
+    type Future = tonic::codegen::BoxFuture<Response<CheckResponse>, Status>;
+
+    fn call(&mut self, request: Request<EnvoyCheckRequest>) -> Self::Future {
+        let server = self.0.clone();
+        Box::pin(async move { Ok(Response::new(server.check(request).await)) })
+    }
+}
+
+impl<B> tonic::codegen::Service<http::Request<B>> for ExtAuthzServer
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != "/envoy.service.auth.v3.Authorization/Check" {
+            return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
+        }
+        let server = self.clone();
+        Box::pin(async move {
+            // The transport bound; anything between it and MAX_MESSAGE_BYTES is denied by the
+            // decoder instead of failing the RPC.
+            let mut grpc = tonic::server::Grpc::new(LenientCodec)
+                .apply_max_message_size_config(Some(16 * MAX_MESSAGE_BYTES), None);
+            Ok(grpc.unary(CheckMethod(server), request).await)
+        })
+    }
+}

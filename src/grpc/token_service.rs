@@ -1,0 +1,104 @@
+//! `authgate.v1.TokenService/Verify`: a token handed over as it is (no token source applies),
+//! verified by the core's typed entry `Decider::verify_token`, answered with the identity and
+//! claims, or with the reason and the `error` from `deny.rs`. A denial is an answer, not an RPC
+//! error.
+
+use std::sync::Arc;
+
+use envoy_types::pb::google::protobuf::{ListValue, Struct, Value as PbValue, value::Kind};
+use serde_json::Value;
+use tonic::{Request, Response, Status};
+
+use super::pb::token_service_server::TokenService;
+use super::pb::{VerifyRequest, VerifyResponse};
+use crate::config::Requirement;
+use crate::decision::{Decider, Decision, DenyReason};
+use crate::deny;
+
+/// The `TokenService` implementation.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    decider: Arc<Decider>,
+}
+
+impl Tokens {
+    /// The service for this decider.
+    pub fn new(decider: Arc<Decider>) -> Self {
+        Self { decider }
+    }
+}
+
+fn json_to_pb(value: &Value) -> PbValue {
+    let kind = match value {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(items) => Kind::ListValue(ListValue {
+            values: items.iter().map(json_to_pb).collect(),
+        }),
+        Value::Object(map) => Kind::StructValue(object_to_struct(map)),
+    };
+    PbValue { kind: Some(kind) }
+}
+
+fn object_to_struct(map: &serde_json::Map<String, Value>) -> Struct {
+    Struct {
+        fields: map
+            .iter()
+            .map(|(k, v)| (k.clone(), json_to_pb(v)))
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl TokenService for Tokens {
+    async fn verify(
+        &self,
+        request: Request<VerifyRequest>,
+    ) -> Result<Response<VerifyResponse>, Status> {
+        let req = request.into_inner();
+        let requirement = Requirement {
+            audiences: (!req.audiences.is_empty()).then_some(req.audiences),
+            scopes: req.scopes,
+            ..Requirement::default()
+        };
+        let response = match self.decider.verify_token(&req.token, &requirement).await {
+            Decision::Allow(allow) => {
+                let headers = allow
+                    .headers
+                    .iter()
+                    .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                    .collect();
+                match allow.identity {
+                    Some(identity) => VerifyResponse {
+                        allowed: true,
+                        reason: "valid_token".to_owned(),
+                        error: String::new(),
+                        subject: identity.subject.unwrap_or_default(),
+                        claims: Some(object_to_struct(&identity.claims)),
+                        issuer: identity.issuer,
+                        expires_at: identity.expires_at,
+                        scopes: identity.scopes,
+                        headers,
+                    },
+                    // verify_token never allows without an identity; should it ever, this is
+                    // an internal error, not a pass.
+                    None => VerifyResponse {
+                        allowed: false,
+                        reason: DenyReason::InternalError.as_str().to_owned(),
+                        error: deny::verify_error(DenyReason::InternalError.kind()).to_owned(),
+                        ..VerifyResponse::default()
+                    },
+                }
+            }
+            Decision::Deny(d) => VerifyResponse {
+                allowed: false,
+                reason: d.reason.as_str().to_owned(),
+                error: deny::verify_error(d.kind()).to_owned(),
+                ..VerifyResponse::default()
+            },
+        };
+        Ok(Response::new(response))
+    }
+}
