@@ -1,0 +1,745 @@
+//! Validation: the raw config into the typed [`Config`], one function per section, every
+//! problem collected with its field (`issuers[0].audiences: ...`) instead of stopping at the
+//! first.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::raw::*;
+use super::{
+    AudienceMatch, ClaimHeaderConfig, Config, ConfigError, FieldError, HttpConfig, IssuerConfig,
+    KeyCacheConfig, KeySourceConfig, Limits, Listen, LogConfig, LogFormat, PathMatch, Requirement,
+    Route, RouteAction, ShutdownConfig, TokenConfig, VerifiedCacheConfig, VerifyConfig,
+};
+use crate::claims::{ClaimPath, ClaimRequirement};
+use crate::verify::Alg;
+
+/// Upper bound of every duration setting.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Upper bound of every count and size setting.
+const MAX_COUNT: usize = 1_000_000_000;
+
+impl RawConfig {
+    /// Validates the raw config into a [`Config`], reporting every problem at once.
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        let raw = self;
+        let mut p = Problems::default();
+        let issuers = issuers(raw, &mut p);
+        let require = p.requirement("require", &raw.require);
+        check_requirement_issuers(&mut p, "require", &require, &issuers);
+        let config = Config {
+            listen: listen(raw, &mut p),
+            log: log(raw, &mut p),
+            routes: routes(raw, &mut p, &issuers),
+            issuers,
+            verify: verify(raw, &mut p),
+            token: token(raw, &mut p),
+            claim_headers: claim_headers(raw, &mut p),
+            require,
+            trusted_proxies: trusted_proxies(raw, &mut p),
+            keys: keys(&raw.keys, &mut p),
+            verified_cache: verified_cache(&raw.verified_cache, &mut p),
+            limits: limits(&raw.limits, &mut p),
+            shutdown: shutdown(&raw.shutdown, &mut p),
+            http: http(&raw.http, &mut p),
+        };
+        if p.0.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(p.0))
+        }
+    }
+}
+
+fn listen(raw: &RawConfig, p: &mut Problems) -> Listen {
+    let listen = Listen {
+        http: p.addr("listen.http", raw.listen.http.as_ref(), DEFAULT_HTTP_LISTEN),
+        grpc: p.addr("listen.grpc", raw.listen.grpc.as_ref(), DEFAULT_GRPC_LISTEN),
+        admin: p.addr(
+            "listen.admin",
+            raw.listen.admin.as_ref(),
+            DEFAULT_ADMIN_LISTEN,
+        ),
+    };
+    if listen.http.port() != 0 && listen.http == listen.admin {
+        p.add("listen.admin", "must differ from listen.http");
+    }
+    listen
+}
+
+fn log(raw: &RawConfig, p: &mut Problems) -> LogConfig {
+    let format = match raw.log.format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            p.add("log.format", format!("{other:?} is not text or json"));
+            LogFormat::Text
+        }
+    };
+    LogConfig {
+        format,
+        level: raw.log.level.clone().unwrap_or_else(|| "info".to_owned()),
+    }
+}
+
+fn issuers(config: &RawConfig, p: &mut Problems) -> Vec<IssuerConfig> {
+    let default_algs = match &config.algorithms {
+        Some(names) => p.algorithms("algorithms", names),
+        None => DEFAULT_ALGORITHMS.to_vec(),
+    };
+    for (i, a) in config.audiences.iter().enumerate() {
+        if a.is_empty() {
+            p.add(format!("audiences[{i}]"), "must not be empty");
+        }
+    }
+
+    if config.issuers.is_empty() {
+        p.add(
+            "issuers",
+            "at least one issuer is required (config file, --issuer or AUTHGATE_ISSUER)",
+        );
+    }
+    let mut issuers: Vec<IssuerConfig> = Vec::new();
+    for (i, raw) in config.issuers.iter().enumerate() {
+        let f = format!("issuers[{i}]");
+        let Some(issuer) = raw.issuer.clone().filter(|s| !s.is_empty()) else {
+            p.add(format!("{f}.issuer"), "is required");
+            continue;
+        };
+        if issuers.iter().any(|o| o.issuer == issuer) {
+            p.add(
+                format!("{f}.issuer"),
+                format!("{issuer:?} is configured twice"),
+            );
+        }
+        let source = match (&raw.jwks_uri, &raw.jwks_file, &raw.pem_file) {
+            (None, None, None) => {
+                check_url(p, &format!("{f}.issuer"), &issuer, raw.allow_http);
+                KeySourceConfig::Discovery
+            }
+            (Some(uri), None, None) => {
+                check_url(p, &format!("{f}.jwks_uri"), uri, raw.allow_http);
+                KeySourceConfig::JwksUri(uri.clone())
+            }
+            (None, Some(path), None) => KeySourceConfig::JwksFile(path.clone()),
+            (None, None, Some(path)) => match raw.pem_alg.as_deref().map(str::parse::<Alg>) {
+                Some(Ok(alg)) => KeySourceConfig::PemFile {
+                    path: path.clone(),
+                    alg,
+                    kid: raw.pem_kid.clone(),
+                },
+                Some(Err(e)) => {
+                    p.add(format!("{f}.pem_alg"), e.to_string());
+                    continue;
+                }
+                None => {
+                    p.add(format!("{f}.pem_alg"), "is required with pem_file");
+                    continue;
+                }
+            },
+            _ => {
+                p.add(
+                    f.clone(),
+                    "give at most one of jwks_uri, jwks_file, pem_file",
+                );
+                continue;
+            }
+        };
+        if !matches!(source, KeySourceConfig::PemFile { .. })
+            && (raw.pem_alg.is_some() || raw.pem_kid.is_some())
+        {
+            p.add(
+                format!("{f}.pem_alg"),
+                "pem_alg and pem_kid only go with pem_file",
+            );
+        }
+        let algorithms = match &raw.algorithms {
+            Some(names) => p.algorithms(&format!("{f}.algorithms"), names),
+            None => default_algs.clone(),
+        };
+        let audiences = raw
+            .audiences
+            .clone()
+            .unwrap_or_else(|| config.audiences.clone());
+        if audiences.is_empty() {
+            p.add(
+                    format!("{f}.audiences"),
+                    "no audience configured for this issuer (audiences, --audience or AUTHGATE_AUDIENCE); \
+                     a token must be checked for its audience",
+                );
+        }
+        issuers.push(IssuerConfig {
+            issuer,
+            source,
+            algorithms,
+            audiences,
+            allow_http: raw.allow_http,
+        });
+    }
+    issuers
+}
+
+fn verify(raw: &RawConfig, p: &mut Problems) -> VerifyConfig {
+    let audience_match = match raw.audience_match.as_deref() {
+        None | Some("any") => AudienceMatch::Any,
+        Some("all") => AudienceMatch::All,
+        Some(other) => {
+            p.add("audience_match", format!("{other:?} is not any or all"));
+            AudienceMatch::Any
+        }
+    };
+    let verify = VerifyConfig {
+        leeway: p.duration("leeway", raw.leeway.as_ref(), DEFAULT_LEEWAY),
+        audience_match,
+        required_typ: raw.required_typ.clone(),
+    };
+    if verify.leeway > Duration::from_secs(600) {
+        p.add("leeway", "must be at most 10m");
+    }
+    verify
+}
+
+fn token(raw: &RawConfig, p: &mut Problems) -> TokenConfig {
+    let query = if raw.token.query.enabled {
+        let name = raw
+            .token
+            .query
+            .name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_QUERY_PARAMETER.to_owned());
+        if name.is_empty() {
+            p.add("token.query.name", "must not be empty");
+        }
+        Some(name)
+    } else {
+        if raw.token.query.name.is_some() {
+            p.add(
+                "token.query.name",
+                "set token.query.enabled: true to read tokens from the query",
+            );
+        }
+        None
+    };
+    let token = TokenConfig {
+        max_bytes: p.positive(
+            "token.max_bytes",
+            raw.token.max_bytes,
+            DEFAULT_MAX_TOKEN_BYTES,
+        ),
+        header: raw.token.header.unwrap_or(true),
+        query,
+        strip_upstream: raw.token.strip_upstream.unwrap_or(false),
+    };
+    if !token.header && token.query.is_none() {
+        p.add("token", "no token source enabled (header or query)");
+    }
+    token
+}
+
+fn claim_headers(raw: &RawConfig, p: &mut Problems) -> ClaimHeaderConfig {
+    let mut headers = Vec::new();
+    match &raw.claim_headers {
+        None => {
+            headers.push((
+                ClaimPath::single("sub"),
+                http::HeaderName::from_static("x-auth-subject"),
+            ));
+            headers.push((
+                ClaimPath::single("iss"),
+                http::HeaderName::from_static("x-auth-issuer"),
+            ));
+        }
+        Some(list) => {
+            for (i, h) in list.iter().enumerate() {
+                let f = format!("claim_headers[{i}]");
+                let path = ClaimPath::parse(&h.claim)
+                    .map_err(|e| p.add(format!("{f}.claim"), e))
+                    .ok();
+                let name = header_name(p, &format!("{f}.header"), &h.header);
+                if let Some(name) = &name
+                    && reserved_header(name.as_str())
+                {
+                    p.add(
+                        format!("{f}.header"),
+                        format!("{name} cannot carry a claim"),
+                    );
+                    continue;
+                }
+                if let (Some(path), Some(name)) = (path, name) {
+                    if headers.iter().any(|(_, n)| *n == name) {
+                        p.add(format!("{f}.header"), format!("{name} is mapped twice"));
+                    }
+                    headers.push((path, name));
+                }
+            }
+        }
+    }
+    ClaimHeaderConfig {
+        headers,
+        max_value_bytes: p.positive(
+            "max_claim_header_bytes",
+            raw.max_claim_header_bytes,
+            DEFAULT_MAX_CLAIM_HEADER_BYTES,
+        ),
+    }
+}
+
+fn routes(raw: &RawConfig, p: &mut Problems, issuers: &[IssuerConfig]) -> Vec<Route> {
+    let mut routes = Vec::new();
+    for (i, r) in raw.routes.iter().enumerate() {
+        let f = format!("routes[{i}]");
+        let path = match (&r.path_prefix, &r.path_glob) {
+            (None, None) => PathMatch::Any,
+            (Some(prefix), None) if prefix.starts_with('/') => {
+                PathMatch::Prefix(prefix.trim_end_matches('/').to_owned())
+            }
+            (None, Some(glob)) if glob.starts_with('/') => PathMatch::Glob(glob.clone()),
+            (Some(_), Some(_)) => {
+                p.add(f.clone(), "give path_prefix or path_glob, not both");
+                PathMatch::Any
+            }
+            _ => {
+                p.add(format!("{f}.path_prefix"), "a path starts with /");
+                PathMatch::Any
+            }
+        };
+        let methods = r.methods.as_ref().map(|ms| {
+            ms.iter()
+                .map(|m| m.to_ascii_uppercase())
+                .collect::<Vec<_>>()
+        });
+        let requirement = p.requirement(&format!("{f}.require"), &r.require);
+        check_requirement_issuers(p, &format!("{f}.require"), &requirement, issuers);
+        let action = match r.action.as_deref() {
+            None | Some("require") => RouteAction::Require(requirement),
+            Some("anonymous") => RouteAction::Anonymous,
+            Some("deny") => RouteAction::Deny,
+            Some(other) => {
+                p.add(
+                    format!("{f}.action"),
+                    format!("{other:?} is not anonymous, deny or require"),
+                );
+                RouteAction::Deny
+            }
+        };
+        routes.push(Route {
+            host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
+            path,
+            methods,
+            action,
+        });
+    }
+    routes
+}
+
+fn keys(k: &RawKeys, p: &mut Problems) -> KeyCacheConfig {
+    let keys = KeyCacheConfig {
+        min_ttl: p.duration("keys.min_ttl", k.min_ttl.as_ref(), DEFAULT_MIN_TTL),
+        max_ttl: p.duration("keys.max_ttl", k.max_ttl.as_ref(), DEFAULT_MAX_TTL),
+        default_ttl: p.duration("keys.default_ttl", k.default_ttl.as_ref(), DEFAULT_TTL),
+        unknown_kid_cooldown: p.duration(
+            "keys.unknown_kid_cooldown",
+            k.unknown_kid_cooldown.as_ref(),
+            DEFAULT_UNKNOWN_KID_COOLDOWN,
+        ),
+        max_stale: p.duration("keys.max_stale", k.max_stale.as_ref(), DEFAULT_MAX_STALE),
+        connect_timeout: p.duration(
+            "keys.connect_timeout",
+            k.connect_timeout.as_ref(),
+            DEFAULT_CONNECT_TIMEOUT,
+        ),
+        fetch_timeout: p.duration(
+            "keys.fetch_timeout",
+            k.fetch_timeout.as_ref(),
+            DEFAULT_FETCH_TIMEOUT,
+        ),
+        max_body_bytes: p.positive(
+            "keys.max_body_bytes",
+            k.max_body_bytes,
+            DEFAULT_MAX_BODY_BYTES,
+        ),
+        max_keys: p.positive("keys.max_keys", k.max_keys, DEFAULT_MAX_KEYS),
+        retry_initial: p.duration(
+            "keys.retry_initial",
+            k.retry_initial.as_ref(),
+            DEFAULT_RETRY_INITIAL,
+        ),
+        retry_max: p.duration("keys.retry_max", k.retry_max.as_ref(), DEFAULT_RETRY_MAX),
+    };
+    if keys.min_ttl > keys.max_ttl {
+        p.add("keys.min_ttl", "must not exceed keys.max_ttl");
+    }
+    if keys.min_ttl.is_zero() {
+        p.add("keys.min_ttl", "must be greater than 0");
+    }
+    if keys.fetch_timeout.is_zero() || keys.connect_timeout.is_zero() {
+        p.add("keys.fetch_timeout", "timeouts must be greater than 0");
+    }
+    if keys.retry_initial.is_zero() || keys.retry_initial > keys.retry_max {
+        p.add(
+            "keys.retry_initial",
+            "must be greater than 0 and at most keys.retry_max",
+        );
+    }
+    keys
+}
+
+fn verified_cache(raw: &RawVerifiedCache, p: &mut Problems) -> VerifiedCacheConfig {
+    let verified_cache = VerifiedCacheConfig {
+        capacity: raw.capacity.unwrap_or(DEFAULT_VERIFIED_CACHE_CAPACITY),
+        ttl: p.duration(
+            "verified_cache.ttl",
+            raw.ttl.as_ref(),
+            DEFAULT_VERIFIED_CACHE_TTL,
+        ),
+    };
+    if verified_cache.ttl.is_zero() {
+        p.add("verified_cache.ttl", "must be greater than 0");
+    }
+    verified_cache
+}
+
+fn limits(raw: &RawLimits, p: &mut Problems) -> Limits {
+    let limits = Limits {
+        check_deadline: p.duration(
+            "limits.check_deadline",
+            raw.check_deadline.as_ref(),
+            DEFAULT_CHECK_DEADLINE,
+        ),
+        max_concurrent_checks: p.positive(
+            "limits.max_concurrent_checks",
+            raw.max_concurrent_checks,
+            DEFAULT_MAX_CONCURRENT_CHECKS,
+        ),
+        max_header_bytes: p.positive(
+            "limits.max_header_bytes",
+            raw.max_header_bytes,
+            DEFAULT_MAX_HEADER_BYTES,
+        ),
+        header_read_timeout: p.duration(
+            "limits.header_read_timeout",
+            raw.header_read_timeout.as_ref(),
+            DEFAULT_HEADER_READ_TIMEOUT,
+        ),
+        max_connections: p.positive(
+            "limits.max_connections",
+            raw.max_connections,
+            DEFAULT_MAX_CONNECTIONS,
+        ),
+    };
+    if limits.header_read_timeout.is_zero() {
+        p.add("limits.header_read_timeout", "must be greater than 0");
+    }
+    if limits.check_deadline.is_zero() {
+        p.add("limits.check_deadline", "must be greater than 0");
+    }
+    if limits.max_header_bytes < 8192 {
+        p.add("limits.max_header_bytes", "must be at least 8192");
+    }
+    limits
+}
+
+fn shutdown(raw: &RawShutdown, p: &mut Problems) -> ShutdownConfig {
+    ShutdownConfig {
+        grace: p.duration("shutdown.grace", raw.grace.as_ref(), DEFAULT_SHUTDOWN_GRACE),
+        drain_timeout: p.duration(
+            "shutdown.drain_timeout",
+            raw.drain_timeout.as_ref(),
+            DEFAULT_DRAIN_TIMEOUT,
+        ),
+    }
+}
+
+fn http(raw: &RawHttp, p: &mut Problems) -> HttpConfig {
+    let envoy_prefix = raw
+        .envoy_prefix
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ENVOY_PREFIX.to_owned());
+    let envoy_prefix = envoy_prefix.trim_end_matches('/').to_owned();
+    if !envoy_prefix.starts_with('/')
+        || envoy_prefix == "/auth"
+        || envoy_prefix.starts_with("/auth/")
+    {
+        p.add(
+            "http.envoy_prefix",
+            "must start with / and not overlap /auth",
+        );
+    } else if envoy_prefix.contains("//")
+        || !envoy_prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b))
+    {
+        // Route syntax (`{x}`, `{*x}`) or odd bytes would change what the router matches.
+        p.add(
+            "http.envoy_prefix",
+            "may hold only letters, digits, - . _ ~ and single / between segments",
+        );
+    }
+    let realm = raw
+        .realm
+        .clone()
+        .unwrap_or_else(|| DEFAULT_REALM.to_owned());
+    if realm.is_empty()
+        || !realm
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        p.add(
+            "http.realm",
+            "must be printable ASCII without quotes or backslashes",
+        );
+    }
+    HttpConfig {
+        envoy_prefix,
+        realm,
+    }
+}
+
+fn trusted_proxies(raw: &RawConfig, p: &mut Problems) -> Option<Vec<ipnet::IpNet>> {
+    raw.trusted_proxies.as_ref().map(|list| {
+            if list.is_empty() {
+                p.add(
+                    "trusted_proxies",
+                    "must list at least one network; leave it out to trust every peer",
+                );
+            }
+            list.iter()
+                .enumerate()
+                .filter_map(|(i, text)| {
+                    parse_network(text.trim())
+                        .map_err(|()| {
+                            p.add(
+                                format!("trusted_proxies[{i}]"),
+                                format!("invalid network {text:?}; use an address or CIDR such as 10.0.0.0/8 or ::1"),
+                            );
+                        })
+                        .ok()
+                })
+                .collect::<Vec<_>>()
+        })
+}
+
+/// Collects problems while validating.
+#[derive(Debug, Default)]
+struct Problems(Vec<FieldError>);
+
+impl Problems {
+    fn add(&mut self, field: impl Into<String>, problem: impl Into<String>) {
+        self.0.push(FieldError {
+            field: field.into(),
+            problem: problem.into(),
+        });
+    }
+
+    fn duration(&mut self, field: &str, value: Option<&String>, default: Duration) -> Duration {
+        let Some(text) = value else { return default };
+        match humantime::parse_duration(text.trim()) {
+            // Far beyond any sensible setting, and far from the overflow of `Instant + d` or of
+            // the caches' own limits (moka refuses a TTL over 1000 years).
+            Ok(d) if d > MAX_DURATION => {
+                self.add(field, "must be at most 365d");
+                default
+            }
+            Ok(d) => d,
+            Err(e) => {
+                self.add(
+                    field,
+                    format!("invalid duration {text:?} ({e}); use a form like 30s, 10m or 150ms"),
+                );
+                default
+            }
+        }
+    }
+
+    fn addr(&mut self, field: &str, value: Option<&String>, default: &str) -> SocketAddr {
+        let text = value.map(String::as_str).unwrap_or(default);
+        text.parse().unwrap_or_else(|_| {
+            self.add(
+                field,
+                format!("invalid listen address {text:?}; use IP:PORT such as 0.0.0.0:8080"),
+            );
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        })
+    }
+
+    fn positive(&mut self, field: &str, value: Option<usize>, default: usize) -> usize {
+        match value {
+            Some(0) => {
+                self.add(field, "must be greater than 0");
+                default
+            }
+            // Counts and sizes beyond this are typos; tokio's semaphores also refuse more
+            // than usize::MAX >> 3 permits.
+            Some(v) if v > MAX_COUNT => {
+                self.add(field, format!("must be at most {MAX_COUNT}"));
+                default
+            }
+            Some(v) => v,
+            None => default,
+        }
+    }
+
+    fn algorithms(&mut self, field: &str, names: &[String]) -> Vec<Alg> {
+        if names.is_empty() {
+            self.add(field, "must name at least one algorithm");
+        }
+        let mut out = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            match name.parse::<Alg>() {
+                Ok(alg) if !out.contains(&alg) => out.push(alg),
+                Ok(_) => {}
+                Err(e) => self.add(format!("{field}[{i}]"), e.to_string()),
+            }
+        }
+        out
+    }
+
+    fn requirement(&mut self, field: &str, raw: &RawRequirement) -> Requirement {
+        let mut claims = Vec::new();
+        for (i, c) in raw.claims.iter().enumerate() {
+            let f = format!("{field}.claims[{i}]");
+            let Some(path) = c.claim.as_deref() else {
+                self.add(format!("{f}.claim"), "is required");
+                continue;
+            };
+            let path = match ClaimPath::parse(path) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.add(format!("{f}.claim"), e);
+                    continue;
+                }
+            };
+            let values = match (&c.equals, &c.one_of) {
+                (Some(v), None) => vec![v.clone()],
+                (None, Some(vs)) if !vs.is_empty() => vs.clone(),
+                (None, Some(_)) => {
+                    self.add(format!("{f}.one_of"), "must not be empty");
+                    continue;
+                }
+                (Some(_), Some(_)) => {
+                    self.add(f, "give either equals or one_of, not both");
+                    continue;
+                }
+                (None, None) => {
+                    self.add(f, "needs equals or one_of");
+                    continue;
+                }
+            };
+            claims.push(ClaimRequirement { path, values });
+        }
+        for (i, s) in raw.scopes.iter().enumerate() {
+            if s.is_empty() || s.contains(char::is_whitespace) {
+                self.add(
+                    format!("{field}.scopes[{i}]"),
+                    "a scope is one non-empty word",
+                );
+            }
+        }
+        Requirement {
+            issuers: raw.issuers.clone(),
+            audiences: raw.audiences.clone(),
+            scopes: raw.scopes.clone(),
+            claims,
+        }
+    }
+}
+
+fn is_loopback_url(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Checks a URL's scheme and shape; `allow_http` admits plain http.
+fn check_url(problems: &mut Problems, field: &str, url: &str, allow_http: bool) {
+    let ok_scheme = url.starts_with("https://")
+        || (url.starts_with("http://") && (allow_http || is_loopback_url(url)));
+    if !ok_scheme {
+        problems.add(
+            field,
+            format!("{url:?} must be an https:// URL (http:// only for loopback or with allow_http: true)"),
+        );
+        return;
+    }
+    if reqwest::Url::parse(url).is_err() || url.contains(['#', ' ']) {
+        problems.add(field, format!("{url:?} is not a valid URL"));
+    }
+}
+
+/// Whether plain http is allowed for an issuer's URLs.
+pub fn http_allowed(issuer: &IssuerConfig, url: &str) -> bool {
+    issuer.allow_http || is_loopback_url(url)
+}
+
+fn header_name(problems: &mut Problems, field: &str, name: &str) -> Option<http::HeaderName> {
+    match http::HeaderName::from_bytes(name.as_bytes()) {
+        Ok(h) => Some(h),
+        Err(_) => {
+            problems.add(field, format!("{name:?} is not a valid header name"));
+            None
+        }
+    }
+}
+
+/// A network in CIDR form, or one address (a /32 or /128).
+fn parse_network(text: &str) -> Result<ipnet::IpNet, ()> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(|net| net.trunc())
+        .map_err(|_| ())
+}
+
+/// Headers a claim may never be written to: they would change how the request is routed or
+/// authenticated rather than describe the caller.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "cookie",
+    "te",
+    "upgrade",
+    "www-authenticate",
+    "forwarded",
+    "x-real-ip",
+];
+
+/// Prefixes of header families a claim may never be written to: the proxies' own descriptions
+/// of the request (`X-Forwarded-For`, `X-Original-URI`) and Envoy's instructions
+/// (`x-envoy-auth-headers-to-remove`).
+const RESERVED_PREFIXES: &[&str] = &["x-forwarded-", "x-original-", "x-envoy-"];
+
+/// Whether a claim header may not be named `name` (lower-case), in any spelling that an
+/// upstream folding `_` or `.` into `-` would read as a reserved one.
+fn reserved_header(name: &str) -> bool {
+    let folded = name.replace(['_', '.'], "-");
+    RESERVED_HEADERS.contains(&folded.as_str())
+        || RESERVED_PREFIXES.iter().any(|p| folded.starts_with(p))
+}
+
+fn check_requirement_issuers(
+    p: &mut Problems,
+    field: &str,
+    req: &Requirement,
+    issuers: &[IssuerConfig],
+) {
+    for (i, name) in req.issuers.iter().flatten().enumerate() {
+        if !issuers.iter().any(|c| &c.issuer == name) {
+            p.add(
+                format!("{field}.issuers[{i}]"),
+                format!("{name:?} is not a configured issuer"),
+            );
+        }
+    }
+}
