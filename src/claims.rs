@@ -101,34 +101,43 @@ pub fn granted_scopes(claims: &Map<String, Value>) -> Result<Vec<&str>, Malforme
     Ok(scopes)
 }
 
-/// Percent-encodes every byte outside printable ASCII (0x20..=0x7e), so a value can never
-/// carry CR, LF or another control byte into a header.
-pub fn encode_header_text(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
+/// Percent-encodes `%`, every byte outside printable ASCII (0x20..=0x7e), and the bytes in
+/// `also`, so that a value can never carry CR, LF or another control byte into a header and
+/// percent-decoding gives back exactly the claim's text.
+fn encode_header_text(text: &str, also: &[u8], out: &mut String) {
     for b in text.bytes() {
-        if (0x20..0x7f).contains(&b) {
+        if (0x20..0x7f).contains(&b) && b != b'%' && !also.contains(&b) {
             out.push(char::from(b));
         } else {
             let _ = write!(out, "%{b:02X}");
         }
     }
-    out
 }
 
-/// The header text for a claim value: strings as they are, numbers and bools as text, arrays of
-/// scalars comma-joined, other values as compact JSON; `None` for null.
+/// The header text for a claim value, `None` for null. The encoding is unambiguous:
+/// - strings as they are, numbers and bools as text;
+/// - arrays of scalars as their elements joined with `,`, a `,` inside an element encoded as
+///   `%2C` (so `["a,admin"]` is `a%2Cadmin` and `["a","admin"]` is `a,admin`);
+/// - other arrays and objects as compact JSON;
+/// - `%` as `%25` and every byte outside printable ASCII as `%XX`, everywhere.
+///
+/// An upstream splits an array claim on `,` and percent-decodes each part.
 pub fn claim_value_text(value: &Value) -> Option<String> {
-    let text = match value {
+    let mut out = String::new();
+    match value {
         Value::Null => return None,
-        Value::Array(items) if items.iter().all(|v| scalar_text(v).is_some()) => items
-            .iter()
-            .filter_map(scalar_text)
-            .collect::<Vec<_>>()
-            .join(","),
-        Value::Array(_) | Value::Object(_) => value.to_string(),
-        scalar => scalar_text(scalar)?,
-    };
-    Some(encode_header_text(&text))
+        Value::Array(items) if items.iter().all(|v| scalar_text(v).is_some()) => {
+            for (i, text) in items.iter().filter_map(scalar_text).enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                encode_header_text(&text, b",", &mut out);
+            }
+        }
+        Value::Array(_) | Value::Object(_) => encode_header_text(&value.to_string(), b"", &mut out),
+        scalar => encode_header_text(&scalar_text(scalar)?, b"", &mut out),
+    }
+    Some(out)
 }
 
 /// Upstream headers for these claims. Values longer than the cap are left out and counted in
@@ -273,6 +282,24 @@ mod tests {
         assert_eq!(get("x-mixed").as_deref(), Some(r#"[1,{"a":1}]"#));
         assert_eq!(get("x-null"), None);
         assert_eq!(rejected, 0);
+    }
+
+    #[test]
+    fn array_elements_with_commas_and_percent_signs_stay_distinct() {
+        let text = |v: Value| claim_value_text(&v).expect("text");
+        assert_eq!(text(json!(["a,admin"])), "a%2Cadmin");
+        assert_eq!(text(json!(["a", "admin"])), "a,admin");
+        assert_ne!(text(json!(["a,admin"])), text(json!(["a", "admin"])));
+        // `%` is always encoded, so an encoded-looking claim cannot pose as another value.
+        assert_eq!(text(json!("50%")), "50%25");
+        assert_eq!(text(json!(["%2C"])), "%252C");
+        assert_ne!(text(json!(["a%2Cadmin"])), text(json!(["a,admin"])));
+        assert_eq!(text(json!("J\u{fc}rgen")), "J%C3%BCrgen");
+        assert_ne!(text(json!("J%C3%BCrgen")), text(json!("J\u{fc}rgen")));
+        // A string keeps its commas readable; only array elements need them encoded.
+        assert_eq!(text(json!("Doe, John")), "Doe, John");
+        assert_eq!(text(json!([1, true, "x"])), "1,true,x");
+        assert_eq!(text(json!({"k": "50%"})), r#"{"k":"50%25"}"#);
     }
 
     #[test]

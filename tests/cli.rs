@@ -280,6 +280,30 @@ fn check_config_reports_every_bad_value_on_its_own_line_and_exits_64() {
 }
 
 #[test]
+fn check_config_refuses_a_claim_header_over_a_proxy_header_and_exits_64() {
+    let scratch = Scratch::new("check-reserved");
+    let file = scratch.file(
+        "bad.yaml",
+        "issuers: [{issuer: https://idp.example.com}]\naudiences: [api]\nclaim_headers:\n  - {claim: sub, header: X-Auth-Subject}\n  - {claim: email, header: X-Forwarded-User}\n  - {claim: name, header: X-Original-URI}\n  - {claim: role, header: X-Envoy-Auth-Headers-To-Remove}\n",
+    );
+    let (status, _, stderr) = run(
+        authgate(&["check-config", file.to_str().unwrap()]),
+        &scratch,
+        "check",
+    );
+    assert_eq!(status.code(), Some(EXIT_CONFIG), "stderr:\n{stderr}");
+    let lines = config_error_lines(&stderr);
+    assert_eq!(lines.len(), 3, "{stderr}");
+    for (i, line) in lines.iter().enumerate() {
+        let field = format!("claim_headers[{}].header: ", i + 1);
+        assert!(
+            line.contains(&field) && line.contains("cannot carry a claim"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
 fn check_config_of_a_missing_file_exits_64() {
     let scratch = Scratch::new("check-missing");
     let missing = scratch.path("does-not-exist.yaml");

@@ -292,6 +292,52 @@ async fn an_allowed_check_sets_claim_headers_with_overwrite_and_identity_metadat
 }
 
 #[tokio::test]
+async fn every_client_spelling_of_an_owned_header_is_removed_whatever_its_separators() {
+    // Envoy lower-cases names but keeps `.` and `_`: `X.Auth.Subject` arrives as
+    // `x.auth.subject`, and an upstream that folds separators reads it as x-auth-subject.
+    let (idp, app) = start("").await;
+    let mut client = authz(&app).await;
+    let token = idp.mint(idp.valid_claims("alice"));
+    let auth = format!("Bearer {token}");
+    let response = check(
+        &mut client,
+        envoy_request(
+            "GET",
+            "/api",
+            &[
+                ("authorization", &auth),
+                ("x.auth.subject", "admin"),
+                ("x-auth.subject", "admin"),
+                ("x_auth-issuer", "https://evil.example"),
+                ("x-auth-subjects", "not an alias"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(code(&response), Code::Ok);
+    let ok = ok_response(&response);
+    assert_eq!(header(&ok.headers, "x-auth-subject"), Some("alice"));
+    for alias in [
+        "x.auth.subject",
+        "x-auth.subject",
+        "x_auth-issuer",
+        "x_auth_subject",
+        "x.auth.issuer",
+    ] {
+        assert!(removes(ok, alias), "{alias}: {:?}", ok.headers_to_remove);
+    }
+    assert!(
+        !removes(ok, "x-auth-subjects"),
+        "{:?}",
+        ok.headers_to_remove
+    );
+    assert!(
+        !removes(ok, "x-auth-subject"),
+        "set by overwrite, not removed"
+    );
+}
+
+#[tokio::test]
 async fn an_allow_removes_owned_headers_without_a_value_and_every_underscore_spelling() {
     let extra = "routes: [{path_prefix: /public, action: anonymous}]\n\
                  claim_headers:\n  - {claim: sub, header: X-Auth-Subject}\n  - {claim: email, header: X-Auth-Email}";
@@ -652,6 +698,33 @@ async fn verify_answers_an_expired_token_as_not_allowed_with_invalid_token() {
     assert_eq!(answer.subject, "", "a denial carries no identity");
     assert!(answer.claims.is_none(), "a denial carries no claims");
     assert!(answer.headers.is_empty());
+}
+
+#[tokio::test]
+async fn verify_takes_the_token_it_is_given_whatever_the_http_token_sources() {
+    // A valid config for proxies that send tokens in the query only; Verify has no header
+    // and no query, only the token.
+    let (idp, app) = start("token: {header: false, query: {enabled: true}}").await;
+    let token = idp.mint(idp.valid_claims("alice"));
+    let answer = tokens(&app)
+        .await
+        .verify(verify_request(&token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.allowed, "{answer:?}");
+    assert_eq!(answer.subject, "alice");
+
+    // And a string that merely looks like a header is not unwrapped into a token.
+    let answer = tokens(&app)
+        .await
+        .verify(verify_request(&format!("Bearer {token}")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!answer.allowed);
+    assert_eq!(answer.reason, "malformed_token");
+    assert_eq!(answer.error, "invalid_token");
 }
 
 #[tokio::test]

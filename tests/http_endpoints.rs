@@ -579,3 +579,142 @@ async fn an_original_uri_that_is_not_ascii_is_a_malformed_request_not_a_missing_
         );
     }
 }
+
+#[tokio::test]
+async fn a_second_word_after_the_bearer_token_is_a_malformed_request_on_every_mouth() {
+    let (idp, app) = start("").await;
+    let token = idp.mint(idp.valid_claims("alice"));
+    for (mouth, status) in [
+        (Mouth::Traefik, 400),
+        (Mouth::Nginx, 401),
+        (Mouth::Envoy, 400),
+    ] {
+        let response = request(&app, mouth, "/items")
+            .header("Authorization", format!("Bearer {token} junk"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{mouth:?}");
+        assert!(
+            challenge(&response).contains(r#"error="invalid_request""#),
+            "{mouth:?}: {}",
+            challenge(&response)
+        );
+        assert_no_claim_headers(&response, &format!("{mouth:?}"));
+    }
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(r#"reason="malformed_authorization""#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_scope_claim_of_the_wrong_type_is_an_invalid_token_not_a_missing_scope() {
+    let (idp, app) = start("require: {scopes: [read]}").await;
+    for scopes in [
+        json!({"scope": 5}),
+        json!({"scope": ["read"]}),
+        json!({"scp": 7}),
+        json!({"scp": ["read", 1]}),
+    ] {
+        let mut claims = idp.valid_claims("alice");
+        for (k, v) in scopes.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
+        let token = idp.mint(claims);
+        for mouth in MOUTHS {
+            let response = ask(&app, mouth, "/items", Some(&token)).await;
+            assert_invalid_token(&response, &format!("{scopes} via {mouth:?}"));
+        }
+    }
+    // The well-formed spellings still carry the scope.
+    for scopes in [json!({"scope": "read write"}), json!({"scp": ["read"]})] {
+        let mut claims = idp.valid_claims("alice");
+        for (k, v) in scopes.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
+        let response = ask(&app, Mouth::Traefik, "/items", Some(&idp.mint(claims))).await;
+        assert_eq!(response.status(), 200, "{scopes}");
+    }
+}
+
+#[tokio::test]
+async fn a_raw_space_in_the_forwarded_uri_is_as_ambiguous_as_a_tab() {
+    let (_idp, app) = start("routes:\n  - {path_prefix: /public, action: anonymous}").await;
+    for (mouth, status) in [(Mouth::Traefik, 400), (Mouth::Nginx, 401)] {
+        for uri in ["/public/a b", "/public/a\tb", "/public/x?q=a b"] {
+            let response = request(&app, mouth, uri).send().await.unwrap();
+            assert_eq!(response.status(), status, "{mouth:?} {uri:?}");
+            assert!(
+                challenge(&response).contains(r#"error="invalid_request""#),
+                "{mouth:?} {uri:?}"
+            );
+        }
+        // Encoded, the same path is the upstream's business: allowed anonymously.
+        let response = request(&app, mouth, "/public/a%20b").send().await.unwrap();
+        assert_eq!(response.status(), 200, "{mouth:?}");
+    }
+}
+
+#[tokio::test]
+async fn array_claims_with_commas_cannot_pass_for_more_elements() {
+    let (idp, app) = start(
+        "claim_headers:\n  - {claim: sub, header: X-Auth-Subject}\n  - {claim: groups, header: X-Auth-Groups}",
+    )
+    .await;
+    let groups = |value: serde_json::Value| {
+        let mut claims = idp.valid_claims("alice");
+        claims["groups"] = value;
+        idp.mint(claims)
+    };
+    let mut seen = Vec::new();
+    for (value, want) in [
+        (json!(["a,admin"]), "a%2Cadmin"),
+        (json!(["a", "admin"]), "a,admin"),
+        (json!(["a%2Cadmin"]), "a%252Cadmin"),
+        (json!("a,admin"), "a,admin"),
+    ] {
+        for mouth in MOUTHS {
+            let response = ask(&app, mouth, "/items", Some(&groups(value.clone()))).await;
+            assert_eq!(response.status(), 200, "{value} via {mouth:?}");
+            assert_eq!(
+                header(&response, "x-auth-groups"),
+                Some(want),
+                "{value} via {mouth:?}"
+            );
+        }
+        seen.push(want);
+    }
+    assert_ne!(
+        seen[0], seen[1],
+        "one element with a comma must differ from two elements"
+    );
+}
+
+#[tokio::test]
+async fn an_envoy_allow_names_the_clients_own_spelling_of_an_owned_header() {
+    let (idp, app) = start("").await;
+    let token = idp.mint(idp.valid_claims("alice"));
+    let response = request(&app, Mouth::Envoy, "/items")
+        .header("Authorization", format!("Bearer {token}"))
+        .header("X-Auth.Subject", "admin")
+        .header("x_auth.issuer", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let remove: Vec<&str> = header(&response, "x-envoy-auth-headers-to-remove")
+        .unwrap_or_default()
+        .split(", ")
+        .collect();
+    for alias in [
+        "x-auth.subject",
+        "x_auth.issuer",
+        "x.auth.subject",
+        "x_auth_subject",
+    ] {
+        assert!(remove.contains(&alias), "{alias}: {remove:?}");
+    }
+    assert_eq!(header(&response, "x-auth-subject"), Some("alice"));
+}
