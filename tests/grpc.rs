@@ -18,8 +18,9 @@ use authgate::grpc::pb::VerifyRequest;
 use authgate::grpc::pb::token_service_client::TokenServiceClient;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::app::{App, eventually};
+use common::app::{App, eventually, idp_config};
 use common::idp::TestIdp;
+use common::metrics::metric;
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::envoy::config::core::v3::{
     Address, HeaderMap, HeaderValue, HeaderValueOption, SocketAddress, address, socket_address,
@@ -52,17 +53,7 @@ const HEALTH: &str = "grpc.health.v1.Health";
 
 /// A started IdP and authgate trusting it; `extra` is appended to the YAML.
 async fn start(extra: &str) -> (TestIdp, App) {
-    let idp = TestIdp::start().await;
-    let app = App::start(&config(&idp, extra)).await;
-    assert!(app.wait_ready(READY_LIMIT).await, "never ready");
-    (idp, app)
-}
-
-fn config(idp: &TestIdp, extra: &str) -> String {
-    format!(
-        "issuers: [{{issuer: \"{}\"}}]\naudiences: [authgate-test]\n{extra}\n",
-        idp.issuer()
-    )
+    App::with_idp(extra).await
 }
 
 async fn authz(app: &App) -> AuthorizationClient<Channel> {
@@ -560,7 +551,7 @@ async fn a_token_without_a_required_scope_is_permission_denied_with_insufficient
 async fn unavailable_keys_are_a_503_deny_with_retry_after_and_not_an_rpc_error() {
     let idp = TestIdp::start().await;
     let token = idp.mint(idp.valid_claims("alice"));
-    let yaml = config(&idp, "limits: {check_deadline: 100ms}");
+    let yaml = idp_config(&idp, "limits: {check_deadline: 100ms}");
     idp.close().await;
     let app = App::start(&yaml).await;
     let mut client = authz(&app).await;
@@ -838,7 +829,7 @@ async fn verify_never_skips_verification_because_of_an_anonymous_route() {
 #[tokio::test]
 async fn grpc_health_is_not_serving_while_the_idp_is_unreachable() {
     let idp = TestIdp::start().await;
-    let yaml = config(&idp, "");
+    let yaml = idp_config(&idp, "");
     idp.close().await;
     let app = App::start(&yaml).await;
     let mut client = health(&app).await;
@@ -867,7 +858,7 @@ async fn grpc_health_is_not_serving_while_the_idp_is_unreachable() {
 async fn grpc_health_turns_serving_once_the_key_set_is_loaded() {
     let idp = TestIdp::start().await;
     idp.set_down(true);
-    let app = App::start(&config(
+    let app = App::start(&idp_config(
         &idp,
         "keys: {retry_initial: 100ms, retry_max: 200ms}",
     ))
@@ -902,7 +893,7 @@ async fn grpc_health_turns_serving_once_the_key_set_is_loaded() {
 async fn grpc_health_turns_not_serving_as_soon_as_shutdown_begins() {
     let grace = Duration::from_secs(1);
     let idp = TestIdp::start().await;
-    let mut app = App::start(&config(&idp, "shutdown: {grace: 1s}")).await;
+    let mut app = App::start(&idp_config(&idp, "shutdown: {grace: 1s}")).await;
     let mut client = health(&app).await;
     let serving = eventually(READY_LIMIT, || {
         let mut client = client.clone();
@@ -1016,15 +1007,6 @@ async fn reflection_v1alpha_still_answers_older_tools() {
     let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains(&EXT_AUTHZ), "{names:?}");
     assert!(names.contains(&TOKEN_SERVICE), "{names:?}");
-}
-
-/// The value of the series `name{labels}` exactly as rendered, if present.
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        line.strip_prefix(series)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .and_then(|value| value.trim().parse().ok())
-    })
 }
 
 #[tokio::test]

@@ -19,8 +19,6 @@ use common::idp::TestIdp;
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-const READY_LIMIT: Duration = Duration::from_secs(5);
-
 /// A forward-auth mouth and how a proxy tells it about the original request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mouth {
@@ -36,14 +34,7 @@ const MOUTHS: [Mouth; 3] = [Mouth::Traefik, Mouth::Nginx, Mouth::Envoy];
 
 /// A started IdP and authgate trusting it; `extra` is appended to the YAML.
 async fn start(extra: &str) -> (TestIdp, App) {
-    let idp = TestIdp::start().await;
-    let yaml = format!(
-        "issuers: [{{issuer: \"{}\"}}]\naudiences: [authgate-test]\n{extra}\n",
-        idp.issuer()
-    );
-    let app = App::start(&yaml).await;
-    assert!(app.wait_ready(READY_LIMIT).await, "never ready");
-    (idp, app)
+    App::with_idp(extra).await
 }
 
 /// A check of the original request `GET {uri}` (path and query) through `mouth`.

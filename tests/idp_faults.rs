@@ -152,13 +152,7 @@ fn signed_with_kid(idp: &TestIdp, key: &SigningKey, kid: &str) -> String {
 
 /// The value of one exact metric line (`name{labels}`), zero when absent.
 fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| {
-            line.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-                .and_then(|value| value.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
+    common::metrics::metric(text, series).unwrap_or(0.0)
 }
 
 /// `authgate_jwks_fetches_total` of `issuer` with this `result`; per issuer, so each test owns its

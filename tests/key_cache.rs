@@ -16,6 +16,7 @@ use authgate::demo::signing::SigningKey;
 use authgate::verify::Alg;
 use common::app::{App, eventually};
 use common::idp::{Fault, TestIdp};
+use common::metrics::metric;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
@@ -100,15 +101,6 @@ async fn concurrent_timed_checks(app: &App, token: &str, count: usize) -> Vec<(u
 
 async fn status(app: &App, token: &str) -> u16 {
     app.check(Some(token)).await.status().as_u16()
-}
-
-/// The value of one exact metric line (`name{labels}`), if present.
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        line.strip_prefix(series)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .and_then(|value| value.trim().parse().ok())
-    })
 }
 
 #[tokio::test]
@@ -252,15 +244,7 @@ async fn stale_keys_serve_through_an_outage_until_max_stale_and_recover_without_
     assert_eq!(response.status(), 503);
     assert!(retry_after(&response).is_some_and(|s| s > 0));
     assert_eq!(app.readyz().await, 503);
-    assert_eq!(
-        app.client
-            .get(app.admin_url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.healthz().await, 200);
 
     idp.set_down(false);
     assert!(
@@ -318,13 +302,7 @@ async fn with_the_idp_unreachable_at_start_the_service_is_live_not_ready_and_fai
     let token = key.sign_jwt(&claims).unwrap();
     let app = App::start(&config(&issuer, FAST_KEYS)).await;
 
-    let healthz = app
-        .client
-        .get(app.admin_url("/healthz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(healthz.status(), 200);
+    assert_eq!(app.healthz().await, 200);
     assert_eq!(app.readyz().await, 503);
     assert_unavailable_everywhere(&every_mouth(&app, &token).await);
     assert_eq!(app.readyz().await, 503);

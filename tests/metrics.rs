@@ -12,32 +12,13 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::app::App;
 use common::idp::TestIdp;
+use common::metrics::metric;
 use serde_json::{Value, json};
 
-const READY_LIMIT: Duration = Duration::from_secs(5);
-
 async fn start() -> (TestIdp, App) {
-    let idp = TestIdp::start().await;
-    let yaml = format!(
-        "issuers: [{{issuer: \"{}\"}}]\naudiences: [authgate-test]\n",
-        idp.issuer()
-    );
-    let app = App::start(&yaml).await;
-    assert!(app.wait_ready(READY_LIMIT).await, "never ready");
-    (idp, app)
-}
-
-/// The value of the series `name{labels}` exactly as rendered, if present.
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        line.strip_prefix(series)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .and_then(|value| value.trim().parse().ok())
-    })
+    App::with_idp("").await
 }
 
 fn at_least(text: &str, series: &str, min: f64) {
@@ -165,12 +146,6 @@ async fn version_reports_the_version_and_commit_and_healthz_is_live() {
         "{body}"
     );
 
-    let healthz = app
-        .client
-        .get(app.admin_url("/healthz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(healthz.status(), 200);
+    assert_eq!(app.healthz().await, 200);
     assert_eq!(app.readyz().await, 200);
 }

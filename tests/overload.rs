@@ -19,6 +19,7 @@ use authgate::verify::Alg;
 use common::app::App;
 use common::envoy::envoy_check;
 use common::idp::TestIdp;
+use common::metrics::metric_sum;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
@@ -59,13 +60,6 @@ fn grpc_answer(response: &CheckResponse) -> (i32, u16, Option<String>) {
         }
         _ => (code, 200, None),
     }
-}
-
-fn metric_sum(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -149,11 +149,12 @@ impl Fixture {
         self.runtime.block_on(self.decider.decide(req))
     }
 
-    /// Runs `decide_token` (the TokenService path: no routes) with no extra requirement.
-    pub fn decide_token(&self, token: &str) -> Decision {
+    /// Runs `verify_token` (the TokenService path: no token sources, no routes) with no extra
+    /// requirement.
+    pub fn verify_token(&self, token: &str) -> Decision {
         let requirement = authgate::config::Requirement::default();
         self.runtime
-            .block_on(self.decider.decide_token(token, &requirement))
+            .block_on(self.decider.verify_token(token, &requirement))
     }
 }
 

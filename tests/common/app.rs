@@ -7,6 +7,8 @@ use std::time::Duration;
 use authgate::Listeners;
 use authgate::config::{RawConfig, parse_yaml};
 use tokio::net::TcpListener;
+
+use super::idp::{TEST_AUDIENCE, TestIdp};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -61,6 +63,15 @@ impl App {
         }
     }
 
+    /// A test IdP and authgate trusting it (discovery, audience `authgate-test`), ready; `extra`
+    /// is appended to the YAML.
+    pub(crate) async fn with_idp(extra: &str) -> (TestIdp, App) {
+        let idp = TestIdp::start().await;
+        let app = App::start(&idp_config(&idp, extra)).await;
+        assert!(app.wait_ready(Duration::from_secs(5)).await, "never ready");
+        (idp, app)
+    }
+
     /// A URL on the forward-auth port.
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
@@ -105,6 +116,17 @@ impl App {
             .send()
             .await
             .expect("readyz request")
+            .status()
+            .as_u16()
+    }
+
+    /// `/healthz` status code.
+    pub(crate) async fn healthz(&self) -> u16 {
+        self.client
+            .get(self.admin_url("/healthz"))
+            .send()
+            .await
+            .expect("healthz request")
             .status()
             .as_u16()
     }
@@ -163,6 +185,14 @@ impl Drop for App {
             let _ = tx.send(());
         }
     }
+}
+
+/// The YAML of an authgate trusting `idp` (discovery, audience `authgate-test`), plus `extra`.
+pub(crate) fn idp_config(idp: &TestIdp, extra: &str) -> String {
+    format!(
+        "issuers: [{{issuer: \"{}\"}}]\naudiences: [{TEST_AUDIENCE}]\n{extra}\n",
+        idp.issuer()
+    )
 }
 
 /// Calls `probe` every 20 ms until it returns `true`, for at most `limit`; returns whether it

@@ -13,3 +13,4 @@
 pub(crate) mod app;
 pub(crate) mod envoy;
 pub(crate) mod idp;
+pub(crate) mod metrics;

@@ -78,15 +78,19 @@ env_stat() {
 # env_url NAME PATH
 env_url() { printf 'http://127.0.0.1:%s%s' "${ENV_PORT[$1]}" "$2"; }
 
-# env_expect_no_leak: neither the upstream nor the client saw an underscore spelling of an
-# identity header or x-envoy-auth-headers-to-remove (authgate's instruction to Envoy).
+# env_expect_no_leak: neither the upstream nor the client saw another spelling of an identity
+# header (X_Auth_Subject, X.Auth.Subject, X-Auth.Subject: names an upstream may fold into
+# x-auth-subject) or x-envoy-auth-headers-to-remove (authgate's instruction to Envoy).
 env_expect_no_leak() {
-    local names
+    local names name folded
     names=$(upstream_header_names)
-    if [[ " $names " == *" x_auth_"* ]]; then
-        echo "an underscore spelling reached the upstream: $names"
-        return 1
-    fi
+    for name in $names; do
+        folded=${name//[_.]/-}
+        if [[ $folded != "$name" && ($folded == x-auth-subject || $folded == x-auth-issuer) ]]; then
+            echo "an alias spelling reached the upstream: $name ($names)"
+            return 1
+        fi
+    done
     if [[ " $names " == *" x-envoy-auth-headers-to-remove "* ]]; then
         echo "x-envoy-auth-headers-to-remove reached the upstream: $names"
         return 1
@@ -166,7 +170,9 @@ env_expect_body_to_upstream_only() {
 # env_expect_spoof_dropped NAME SUBJECT_NAME ISSUER_NAME TOKEN: a valid token plus
 # client-sent identity headers under these names: the upstream sees authgate's values only.
 # Underscore spellings are dropped by Envoy itself (headers_with_underscores_action:
-# DROP_HEADER), which its counter shows; the request still goes through.
+# DROP_HEADER), which its counter shows; dot spellings are named by authgate in
+# headers_to_remove (gRPC) or x-envoy-auth-headers-to-remove (HTTP mode), which Envoy applies.
+# The request still goes through.
 env_expect_spoof_dropped() {
     local name=$1 subject=$2 issuer=$3 token=$4 before after
     before=$(env_stat "$name" http1.dropped_headers_with_underscores)
@@ -183,7 +189,8 @@ env_expect_spoof_dropped() {
 # HTTP: x-envoy-auth-headers-to-remove, which Envoy applies).
 env_expect_anonymous_without_identity() {
     request "$(env_url "$1" /public/info)" \
-        -H "X-Auth-Subject: admin" -H "X_Auth_Subject: admin" -H "x-auth-issuer: https://evil.example"
+        -H "X-Auth-Subject: admin" -H "X_Auth_Subject: admin" -H "X.Auth.Subject: admin" \
+        -H "x-auth-issuer: https://evil.example" -H "X-Auth.Issuer: https://evil.example"
     expect_eq status 200 "$RESP_STATUS" || return 1
     expect_eq "upstream x-auth-subject" "<absent>" "$(upstream_header x-auth-subject)" &&
         expect_eq "upstream x-auth-issuer" "<absent>" "$(upstream_header x-auth-issuer)" &&
@@ -357,7 +364,8 @@ if ((env_ok)); then
             env_expect_body_to_upstream_only "$env_main" "$env_token"
 
         for env_names in "X-Auth-Subject X-Auth-Issuer" "x-auth-subject x-auth-issuer" \
-            "X_Auth_Subject X_Auth_Issuer"; do
+            "X_Auth_Subject X_Auth_Issuer" "X.Auth.Subject X.Auth.Issuer" \
+            "X-Auth.Subject x.auth-issuer"; do
             # shellcheck disable=SC2086 # two words on purpose
             check "envoy $env_mode: client-sent ${env_names% *} never reaches the upstream as identity" \
                 env_expect_spoof_dropped "$env_main" $env_names "$env_token"
