@@ -220,6 +220,22 @@ upstream_header_names() {
         printf '<no json body>'
 }
 
+# expect_no_owned_alias: no header name reached the upstream that a CGI-style upstream (PHP,
+# WSGI, Rack, nginx's $http_) would read as X-Auth-Subject or X-Auth-Issuer, other than those
+# two names themselves (X_Auth_Subject, X.Auth.Subject, X-Auth.Subject, X~Auth~Subject...).
+expect_no_owned_alias() {
+    local name cgi
+    for name in $(upstream_header_names); do
+        cgi=${name^^}
+        cgi=${cgi//[^A-Z0-9]/_}
+        if [[ ($cgi == X_AUTH_SUBJECT || $cgi == X_AUTH_ISSUER) &&
+            $name != x-auth-subject && $name != x-auth-issuer ]]; then
+            echo "an alias of an owned header reached the upstream: $name ($(upstream_header_names))"
+            return 1
+        fi
+    done
+}
+
 # metric_value ADMIN_PORT SERIES: the value of one series of authgate's /metrics, written as it
 # appears there (e.g. 'authgate_decisions_total{frontend="nginx",result="deny",reason="expired"}'),
 # or 0 when the series does not exist (yet).

@@ -56,28 +56,6 @@ trf_wait_routed() {
 
 # --- checks (each runs in a subshell through `check`; stdout is the failure detail) -----------
 
-# The CGI name of a header (what PHP, WSGI, Rack, nginx's $http_ derive from it).
-trf_cgi_name() {
-    local n=${1^^}
-    printf '%s' "${n//[^A-Z0-9]/_}"
-}
-
-# trf_expect_no_alias: no header name reached the upstream that a CGI-style upstream would read
-# as X-Auth-Subject or X-Auth-Issuer, other than those two names themselves.
-trf_expect_no_alias() {
-    local name
-    for name in $(upstream_header_names); do
-        case $(trf_cgi_name "$name") in
-        X_AUTH_SUBJECT | X_AUTH_ISSUER)
-            if [[ $name != x-auth-subject && $name != x-auth-issuer ]]; then
-                echo "an alias of an owned header reached the upstream: $name ($(upstream_header_names))"
-                return 1
-            fi
-            ;;
-        esac
-    done
-}
-
 # trf_expect_allow PORT PATH TOKEN [CURL_ARGS...]: 200 from the upstream, which saw the IdP's
 # client as X-Auth-Subject and the issuer as X-Auth-Issuer, exactly, and no alias of either.
 trf_expect_allow() {
@@ -89,7 +67,7 @@ trf_expect_allow() {
     expect_eq status 200 "$RESP_STATUS" || { echo "body: ${RESP_BODY:0:200}"; return 1; }
     expect_eq "upstream x-auth-subject" "$IDP_CLIENT" "$(upstream_header x-auth-subject)" &&
         expect_eq "upstream x-auth-issuer" "$IDP_URL" "$(upstream_header x-auth-issuer)" &&
-        trf_expect_no_alias
+        expect_no_owned_alias
 }
 
 # trf_expect_deny PORT PATH STATUS CHALLENGE_REGEX [CURL_ARGS...]: expect_denied through
@@ -162,7 +140,7 @@ trf_expect_anonymous_without_identity() {
     expect_eq status 200 "$RESP_STATUS" || return 1
     expect_eq "upstream x-auth-subject" "<absent>" "$(upstream_header x-auth-subject)" &&
         expect_eq "upstream x-auth-issuer" "<absent>" "$(upstream_header x-auth-issuer)" &&
-        trf_expect_no_alias
+        expect_no_owned_alias
 }
 
 # Without the entryPoint's aliasHeadersStrategy, the strip middleware of dynamic.yml alone
