@@ -239,39 +239,40 @@ fn check_config_accepts_the_example_config_with_exit_0() {
     assert!(stdout.contains("valid"), "{stdout}");
 }
 
-#[test]
-fn check_config_names_an_unknown_field_on_one_line_and_exits_64() {
-    let scratch = Scratch::new("check-unknown");
-    let file = scratch.file(
-        "unknown.yaml",
-        "issuers: [{issuer: https://idp.example.com/realms/master}]\naudiences: [api]\nleway: 5s\n",
-    );
+/// Runs `check-config` on `yaml`, expects exit 64, and returns stderr and its config-error lines.
+fn check_config_rejects(name: &str, yaml: &str) -> (String, Vec<String>) {
+    let scratch = Scratch::new(name);
+    let file = scratch.file("bad.yaml", yaml);
     let (status, _, stderr) = run(
         authgate(&["check-config", file.to_str().unwrap()]),
         &scratch,
         "check",
     );
     assert_eq!(status.code(), Some(EXIT_CONFIG), "stderr:\n{stderr}");
-    let lines = config_error_lines(&stderr);
+    let lines = config_error_lines(&stderr)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    (stderr, lines)
+}
+
+#[test]
+fn check_config_names_an_unknown_field_on_one_line_and_exits_64() {
+    let (stderr, lines) = check_config_rejects(
+        "check-unknown",
+        "issuers: [{issuer: https://idp.example.com/realms/master}]\naudiences: [api]\nleway: 5s\n",
+    );
     assert_eq!(lines.len(), 1, "{stderr}");
     assert!(lines[0].contains("leway"), "{stderr}");
 }
 
 #[test]
 fn check_config_reports_every_bad_value_on_its_own_line_and_exits_64() {
-    let scratch = Scratch::new("check-values");
     // No audience anywhere, an unparsable leeway and an unparsable shutdown grace.
-    let file = scratch.file(
-        "bad.yaml",
+    let (stderr, lines) = check_config_rejects(
+        "check-values",
         "issuers: [{issuer: https://idp.example.com/realms/master}]\nleeway: soon\nshutdown: {grace: later}\n",
     );
-    let (status, _, stderr) = run(
-        authgate(&["check-config", file.to_str().unwrap()]),
-        &scratch,
-        "check",
-    );
-    assert_eq!(status.code(), Some(EXIT_CONFIG), "stderr:\n{stderr}");
-    let lines = config_error_lines(&stderr);
     assert_eq!(lines.len(), 3, "{stderr}");
     for field in ["issuers[0].audiences: ", "leeway: ", "shutdown.grace: "] {
         let naming: Vec<_> = lines.iter().filter(|l| l.contains(field)).collect();
@@ -281,18 +282,10 @@ fn check_config_reports_every_bad_value_on_its_own_line_and_exits_64() {
 
 #[test]
 fn check_config_refuses_a_claim_header_over_a_proxy_header_and_exits_64() {
-    let scratch = Scratch::new("check-reserved");
-    let file = scratch.file(
-        "bad.yaml",
+    let (stderr, lines) = check_config_rejects(
+        "check-reserved",
         "issuers: [{issuer: https://idp.example.com}]\naudiences: [api]\nclaim_headers:\n  - {claim: sub, header: X-Auth-Subject}\n  - {claim: email, header: X-Forwarded-User}\n  - {claim: name, header: X-Original-URI}\n  - {claim: role, header: X-Envoy-Auth-Headers-To-Remove}\n",
     );
-    let (status, _, stderr) = run(
-        authgate(&["check-config", file.to_str().unwrap()]),
-        &scratch,
-        "check",
-    );
-    assert_eq!(status.code(), Some(EXIT_CONFIG), "stderr:\n{stderr}");
-    let lines = config_error_lines(&stderr);
     assert_eq!(lines.len(), 3, "{stderr}");
     for (i, line) in lines.iter().enumerate() {
         let field = format!("claim_headers[{}].header: ", i + 1);
