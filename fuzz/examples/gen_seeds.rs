@@ -563,7 +563,7 @@ fn main() {
             Some("read"),
         );
         if let Ok(token) = std::str::from_utf8(bare_token(value)) {
-            check_token_decision(&fixture.decide_token(token), None);
+            check_token_decision(&fixture.verify_token(token), None);
         }
     }
     assert_eq!(
