@@ -4,15 +4,16 @@
 //! anonymous, `/admin` denied, `/api/**` and `/ops` need a token) with no credential.
 //!
 //! Invariants of `canonical_path(raw)`, for any input, read off the function:
-//! - `None` unless `raw` (before `?`/`#`) starts with `/` and is ASCII (a raw non-ASCII byte is
-//!   not valid in a URI, and upstreams repair it differently);
+//! - `None` unless `raw` (before `?`/`#`) starts with `/` and all of `raw`, query included, is
+//!   visible ASCII (a raw space, control byte or non-ASCII byte is not valid in a URI, and
+//!   upstreams repair it differently);
 //! - `Some(p)`: `p` starts with `/`, is no longer than `raw`, has no `.`, `..` or empty segment
 //!   but for one trailing `/` (so no `//`, `/./`, `/../`), and holds no `%` at all (hence no `%2f`/`%5c` in any case), no
 //!   backslash, no `;`, no control byte and no DEL: an escape of `/`, `%`, `\`, `;` or a control
 //!   byte, a raw one, invalid UTF-8 after decoding, or `..` above the root all give `None`;
-//! - idempotent: `canonical_path(p) == Some(p)` when `p` is ASCII without `?` or `#`. Only an
-//!   escape can put those in `p` (`%3F`, `%23`, `%C3%A9`), and a second pass reads them as a
-//!   query, a fragment or raw non-ASCII.
+//! - idempotent: `canonical_path(p) == Some(p)` when `p` is visible ASCII without `?` or `#`.
+//!   Only an escape can put the others in `p` (`%20`, `%3F`, `%23`, `%C3%A9`), and a second
+//!   pass reads them as a raw space, a query, a fragment or raw non-ASCII.
 //!
 //! Invariants of the decision (with path rules configured, no token anywhere):
 //! - `None` canonical path: deny `ambiguous_path`;
@@ -41,10 +42,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let canonical = canonical_path(raw);
     let before_query = raw.split(['?', '#']).next().unwrap_or("");
-    if !before_query.starts_with('/') || !before_query.is_ascii() {
+    if !before_query.starts_with('/') || !raw.bytes().all(|b| b.is_ascii_graphic()) {
         assert_eq!(
             canonical, None,
-            "{raw:?}: no leading slash, or raw non-ASCII"
+            "{raw:?}: no leading slash, or a raw byte outside visible ASCII"
         );
     }
     if let Some(p) = &canonical {
@@ -65,7 +66,7 @@ fuzz_target!(|data: &[u8]| {
                 .any(|b| b == b'%' || b == b'\\' || b == b';' || b < 0x20 || b == 0x7f),
             "{raw:?} -> {p:?} keeps an ambiguous byte"
         );
-        if p.is_ascii() && !p.contains(['?', '#']) {
+        if p.bytes().all(|b| b.is_ascii_graphic()) && !p.contains(['?', '#']) {
             assert_eq!(
                 canonical_path(p).as_deref(),
                 Some(p.as_str()),
