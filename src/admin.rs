@@ -91,6 +91,9 @@ async fn readyz(State(s): State<AdminState>) -> Response {
 async fn metrics(State(s): State<AdminState>) -> Response {
     let (ready, _) = readiness(&s.decider, &s.health);
     telemetry::record_health(ready, s.decider.key_health());
+    if let Some((entries, bytes)) = s.decider.verified_cache_size() {
+        telemetry::record_verified_cache_size(entries, bytes);
+    }
     let body = telemetry::metrics_handle().render();
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 use serde_json::{Map, Value};
 
 use crate::config::ClaimHeaderConfig;
@@ -59,15 +59,31 @@ fn scalar_text(value: &Value) -> Option<String> {
     }
 }
 
+/// The texts a claim rule compares for a claim value: a scalar's text, or the texts of an
+/// array's scalar elements; nothing for an object, `null` or a missing claim.
+pub fn rule_texts(value: Option<&Value>) -> Vec<String> {
+    match value {
+        Some(Value::Array(items)) => items.iter().filter_map(scalar_text).collect(),
+        Some(v) => scalar_text(v).into_iter().collect(),
+        None => Vec::new(),
+    }
+}
+
 impl ClaimRequirement {
+    /// Whether one of a claim's rule texts (see [`rule_texts`]) is an accepted value.
+    pub fn accepts<'a>(&self, texts: impl IntoIterator<Item = &'a str>) -> bool {
+        texts
+            .into_iter()
+            .any(|t| self.values.iter().any(|v| v == t))
+    }
+
     /// Whether the claims satisfy this requirement.
     pub fn satisfied_by(&self, claims: &Map<String, Value>) -> bool {
-        let accepted = |v: &Value| scalar_text(v).is_some_and(|t| self.values.contains(&t));
-        match self.path.lookup(claims) {
-            Some(Value::Array(items)) => items.iter().any(accepted),
-            Some(v) => accepted(v),
-            None => false,
-        }
+        self.accepts(
+            rule_texts(self.path.lookup(claims))
+                .iter()
+                .map(String::as_str),
+        )
     }
 }
 
@@ -140,33 +156,39 @@ pub fn claim_value_text(value: &Value) -> Option<String> {
     Some(out)
 }
 
-/// Upstream headers for these claims. Values longer than the cap are left out and counted in
+/// The upstream header values for these claims, one per configured claim header in order
+/// (`None`: no such claim, or `null`). Values longer than the cap are left out and counted in
 /// the second element.
-pub fn claim_headers(
+pub fn claim_header_values(
     claims: &Map<String, Value>,
     config: &ClaimHeaderConfig,
-) -> (Vec<(HeaderName, HeaderValue)>, usize) {
-    let mut headers = Vec::with_capacity(config.headers.len());
+) -> (Vec<Option<String>>, usize) {
     let mut rejected = 0;
-    for (path, name) in &config.headers {
-        let Some(text) = path.lookup(claims).and_then(claim_value_text) else {
-            continue;
-        };
-        if text.len() > config.max_value_bytes {
-            rejected += 1;
-            continue;
-        }
-        match HeaderValue::from_str(&text) {
-            Ok(value) => headers.push((name.clone(), value)),
-            Err(_) => rejected += 1,
-        }
-    }
-    (headers, rejected)
+    let values = config
+        .headers
+        .iter()
+        .map(|(path, _)| {
+            let text = path.lookup(claims).and_then(claim_value_text)?;
+            if text.len() > config.max_value_bytes {
+                rejected += 1;
+                return None;
+            }
+            Some(text)
+        })
+        .collect();
+    (values, rejected)
+}
+
+/// A claim header value as sent: the encoded text is printable ASCII, which every header value
+/// may hold, so this is `None` only for a text that did not come from [`claim_value_text`].
+pub fn header_value(text: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(text).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderName;
     use serde_json::json;
 
     fn claims(v: Value) -> Map<String, Value> {
@@ -266,12 +288,17 @@ mod tests {
             ],
             4096,
         );
-        let (headers, rejected) = claim_headers(&c, &cfg);
+        let (values, rejected) = claim_header_values(&c, &cfg);
+        assert!(
+            values.iter().flatten().all(|v| header_value(v).is_some()),
+            "{values:?}"
+        );
         let get = |n: &str| {
-            headers
+            cfg.headers
                 .iter()
-                .find(|(h, _)| h == n)
-                .map(|(_, v)| v.to_str().expect("ascii").to_owned())
+                .zip(&values)
+                .find(|((_, h), _)| h == n)
+                .and_then(|(_, v)| v.clone())
         };
         assert_eq!(get("x-sub").as_deref(), Some("evil%0D%0AX-Injected: 1"));
         assert_eq!(get("x-name").as_deref(), Some("J%C3%BCrgen"));
@@ -305,10 +332,10 @@ mod tests {
     #[test]
     fn oversized_values_are_omitted_and_counted() {
         let c = claims(json!({"sub": "a".repeat(20), "iss": "short"}));
-        let (headers, rejected) =
-            claim_headers(&c, &config(&[("sub", "x-sub"), ("iss", "x-iss")], 10));
-        assert_eq!(headers.len(), 1);
-        assert_eq!(headers[0].0, "x-iss");
+        let (values, rejected) =
+            claim_header_values(&c, &config(&[("sub", "x-sub"), ("iss", "x-iss")], 10));
+        assert_eq!(values[0], None, "too long");
+        assert!(values[1].is_some());
         assert_eq!(rejected, 1);
     }
 }

@@ -16,7 +16,7 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, StatusCode};
 
-use crate::decision::{CheckRequest, Decider, Decision, Frontend};
+use crate::decision::{CheckRequest, Decider, Decision, Frontend, could_pose_as_owned};
 use crate::deny;
 use crate::server::PeerAddr;
 use crate::token::split_joined_credentials;
@@ -122,7 +122,9 @@ async fn envoy(State(decider): State<Arc<Decider>>, req: Request) -> Response {
         header_names: req
             .headers()
             .keys()
-            .map(|k| k.as_str().to_owned())
+            .map(|k| k.as_str())
+            .filter(|k| could_pose_as_owned(k))
+            .map(str::to_owned)
             .collect(),
         ..check_request(Frontend::EnvoyHttp, &req)
     };

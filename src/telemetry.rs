@@ -1,15 +1,18 @@
 //! Telemetry: metric names (named once here, described at start-up), the Prometheus recorder,
 //! the `record_*` functions that are the only place authgate emits a metric, and tracing
 //! initialisation (text or JSON). No metric label ever comes from token content.
+//!
+//! The metrics of every check (decisions, their duration, the verified-token cache, sheds) are
+//! registered once, on first use, and their handles held: no label lookup per check.
 
 use std::sync::OnceLock;
-
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
 use std::time::Duration;
 
+use metrics::{Counter, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
 use crate::config::LogFormat;
-use crate::decision::{Decision, Frontend};
+use crate::decision::{Decision, DenyReason, Frontend};
 
 /// Decisions by `frontend`, `result` (allow/deny) and `reason`.
 pub const DECISIONS: &str = "authgate_decisions_total";
@@ -23,8 +26,14 @@ pub const KEYS_LOADED: &str = "authgate_keys_loaded";
 pub const KEY_SET_AGE: &str = "authgate_key_set_age_seconds";
 /// Key lookups by `result` (hit, miss_refetch, miss_cooldown).
 pub const KEY_CACHE: &str = "authgate_key_cache_lookups_total";
-/// Signature checks answered from the verified cache, by `result` (hit, miss).
+/// Tokens looked up in the verified-token cache, by `result` (hit, miss).
 pub const VERIFIED_CACHE: &str = "authgate_verified_cache_lookups_total";
+/// Entries the verified-token cache dropped to stay within its bounds.
+pub const VERIFIED_CACHE_EVICTIONS: &str = "authgate_verified_cache_evictions_total";
+/// Tokens in the verified-token cache.
+pub const VERIFIED_CACHE_ENTRIES: &str = "authgate_verified_cache_entries";
+/// Bytes the verified-token cache holds, by its own estimate.
+pub const VERIFIED_CACHE_BYTES: &str = "authgate_verified_cache_bytes";
 /// Checks shed by the concurrency limit, by `frontend`.
 pub const SHED: &str = "authgate_checks_shed_total";
 /// Open client connections, by `listener` (http, grpc, admin).
@@ -92,7 +101,17 @@ fn describe() {
     );
     describe_counter!(
         VERIFIED_CACHE,
-        "Signature checks answered from the verified cache (hit) or computed (miss)"
+        "Tokens answered from the verified-token cache (hit) or checked in full (miss)"
+    );
+    describe_counter!(
+        VERIFIED_CACHE_EVICTIONS,
+        "Entries the verified-token cache dropped to stay within its bounds"
+    );
+    describe_gauge!(VERIFIED_CACHE_ENTRIES, "Tokens in the verified-token cache");
+    describe_gauge!(
+        VERIFIED_CACHE_BYTES,
+        Unit::Bytes,
+        "Bytes the verified-token cache holds (its own estimate)"
     );
     describe_counter!(SHED, "Checks shed by the concurrency limit");
     describe_gauge!(
@@ -108,31 +127,115 @@ fn describe() {
     metrics::gauge!(BUILD_INFO, "version" => VERSION, "commit" => GIT_COMMIT).set(1.0);
 }
 
+/// A metric handle registered on first use (after the recorder is installed) and then held.
+#[derive(Debug)]
+struct Held<T>(OnceLock<T>);
+
+impl<T> Held<T> {
+    const fn new() -> Self {
+        Self(OnceLock::new())
+    }
+
+    fn get(&self, register: impl FnOnce() -> T) -> &T {
+        self.0.get_or_init(|| {
+            metrics_handle();
+            register()
+        })
+    }
+}
+
+/// Decision labels per frontend: allow anonymous, allow valid_token, then one per deny reason.
+const DECISION_LABELS: usize = 2 + DenyReason::ALL.len();
+
+/// The held handles of one frontend.
+#[derive(Debug)]
+struct FrontendMetrics {
+    decisions: [Held<Counter>; DECISION_LABELS],
+    duration: Held<Histogram>,
+    shed: Held<Counter>,
+}
+
+impl FrontendMetrics {
+    const fn new() -> Self {
+        Self {
+            decisions: [const { Held::new() }; DECISION_LABELS],
+            duration: Held::new(),
+            shed: Held::new(),
+        }
+    }
+}
+
+static FRONTENDS: [FrontendMetrics; Frontend::ALL.len()] =
+    [const { FrontendMetrics::new() }; Frontend::ALL.len()];
+static VERIFIED_HITS: Held<Counter> = Held::new();
+static VERIFIED_MISSES: Held<Counter> = Held::new();
+static VERIFIED_EVICTIONS: Held<Counter> = Held::new();
+static HEADERS_REJECTED: Held<Counter> = Held::new();
+
+fn frontend_metrics(frontend: Frontend) -> &'static FrontendMetrics {
+    &FRONTENDS[frontend as usize]
+}
+
 /// One decision: `DECISIONS` by frontend, result and reason, and its time in
 /// `DECISION_DURATION`.
 pub fn record_decision(frontend: Frontend, decision: &Decision, took: Duration) {
-    let (result, reason) = decision.labels();
-    let frontend = frontend.as_str();
-    metrics::counter!(DECISIONS, "frontend" => frontend, "result" => result, "reason" => reason)
-        .increment(1);
-    metrics::histogram!(DECISION_DURATION, "frontend" => frontend).record(took.as_secs_f64());
+    let m = frontend_metrics(frontend);
+    let index = match decision {
+        Decision::Allow(a) if a.identity.is_none() => 0,
+        Decision::Allow(_) => 1,
+        Decision::Deny(d) => 2 + d.reason as usize,
+    };
+    if let Some(counter) = m.decisions.get(index) {
+        counter
+            .get(|| {
+                let (result, reason) = decision.labels();
+                let frontend = frontend.as_str();
+                metrics::counter!(DECISIONS, "frontend" => frontend, "result" => result, "reason" => reason)
+            })
+            .increment(1);
+    }
+    m.duration
+        .get(|| metrics::histogram!(DECISION_DURATION, "frontend" => frontend.as_str()))
+        .record(took.as_secs_f64());
 }
 
 /// One check shed by the concurrency limit.
 pub fn record_shed(frontend: Frontend) {
-    metrics::counter!(SHED, "frontend" => frontend.as_str()).increment(1);
+    frontend_metrics(frontend)
+        .shed
+        .get(|| metrics::counter!(SHED, "frontend" => frontend.as_str()))
+        .increment(1);
 }
 
-/// One signature check answered from the verified cache (`hit`) or computed.
+/// One token answered from the verified-token cache (`hit`) or checked in full.
 pub fn record_verified_cache(hit: bool) {
-    let result = if hit { "hit" } else { "miss" };
-    metrics::counter!(VERIFIED_CACHE, "result" => result).increment(1);
+    let counter = if hit {
+        VERIFIED_HITS.get(|| metrics::counter!(VERIFIED_CACHE, "result" => "hit"))
+    } else {
+        VERIFIED_MISSES.get(|| metrics::counter!(VERIFIED_CACHE, "result" => "miss"))
+    };
+    counter.increment(1);
+}
+
+/// Entries the verified-token cache dropped.
+pub fn record_verified_cache_evictions(count: u64) {
+    VERIFIED_EVICTIONS
+        .get(|| metrics::counter!(VERIFIED_CACHE_EVICTIONS))
+        .increment(count);
+}
+
+/// The size of the verified-token cache, set just before `/metrics` renders.
+pub fn record_verified_cache_size(entries: usize, bytes: u64) {
+    metrics::gauge!(VERIFIED_CACHE_ENTRIES).set(entries as f64);
+    metrics::gauge!(VERIFIED_CACHE_BYTES).set(bytes as f64);
 }
 
 /// Claim header values left out of one allow.
 pub fn record_claim_headers_rejected(count: usize) {
     if count > 0 {
-        metrics::counter!(CLAIM_HEADERS_REJECTED).increment(count as u64);
+        HEADERS_REJECTED
+            .get(|| metrics::counter!(CLAIM_HEADERS_REJECTED))
+            .increment(count as u64);
     }
 }
 

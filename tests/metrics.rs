@@ -124,6 +124,36 @@ async fn metrics_count_decisions_fetches_and_keys_without_any_token_text() {
 }
 
 #[tokio::test]
+async fn the_verified_token_cache_reports_hits_misses_evictions_and_its_size() {
+    let (idp, app) = App::with_idp("verified_cache: {capacity: 3}").await;
+    let token = idp.mint(idp.valid_claims("cached"));
+    for _ in 0..3 {
+        assert_eq!(app.check(Some(&token)).await.status(), 200);
+    }
+    for i in 0..10 {
+        let other = idp.mint(idp.valid_claims(&format!("user-{i}")));
+        assert_eq!(app.check(Some(&other)).await.status(), 200);
+    }
+    let text = app.metrics().await;
+    at_least(
+        &text,
+        r#"authgate_verified_cache_lookups_total{result="hit"}"#,
+        2.0,
+    );
+    at_least(
+        &text,
+        r#"authgate_verified_cache_lookups_total{result="miss"}"#,
+        11.0,
+    );
+    at_least(&text, "authgate_verified_cache_evictions_total", 1.0);
+    // Gauges of the last scraped decider (the recorder is process-wide; no test here caches
+    // more than three tokens).
+    let entries = metric(&text, "authgate_verified_cache_entries").expect("entries");
+    assert!((1.0..=3.0).contains(&entries), "{entries} entries");
+    at_least(&text, "authgate_verified_cache_bytes", 100.0);
+}
+
+#[tokio::test]
 async fn version_reports_the_version_and_commit_and_healthz_is_live() {
     let (_idp, app) = start().await;
     let response = app

@@ -225,17 +225,17 @@ pub fn check_token_decision(decision: &Decision, required_scope: Option<&str>) {
         .identity
         .as_ref()
         .unwrap_or_else(|| panic!("allow without identity on a token route: {allow:?}"));
-    let subject = identity.subject.as_deref();
+    let subject = identity.subject();
     assert!(
         subject.is_some_and(|s| ALLOWED_SUBJECTS.contains(&s)),
         "allowed a token whose subject {subject:?} no seed token was signed for: {identity:?}"
     );
     assert!(
-        identity.issuer == ISSUER || identity.issuer == OTHER_ISSUER,
+        identity.issuer() == ISSUER || identity.issuer() == OTHER_ISSUER,
         "allowed an unknown issuer: {identity:?}"
     );
     assert!(
-        identity.expires_at.saturating_add(LEEWAY_SECS) > NOW,
+        identity.expires_at().saturating_add(LEEWAY_SECS) > NOW,
         "allowed an expired token: {identity:?}"
     );
     if let Some(scope) = required_scope {

@@ -273,8 +273,12 @@ impl Default for KeyCacheConfig {
 /// Verified-signature cache bounds.
 #[derive(Debug, Clone, Copy)]
 pub struct VerifiedCacheConfig {
-    /// Entries; 0 disables.
+    /// Entries at most; 0 disables.
     pub capacity: u64,
+    /// Bytes at most; 0 disables.
+    pub max_bytes: u64,
+    /// Longer tokens are not cached.
+    pub max_token_bytes: usize,
     /// Time to live of one entry.
     pub ttl: Duration,
 }

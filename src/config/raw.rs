@@ -57,7 +57,11 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest claim header value; longer values are omitted and counted.
 pub const DEFAULT_MAX_CLAIM_HEADER_BYTES: usize = 4096;
 /// Verified tokens remembered so a repeated token skips the signature check.
-pub const DEFAULT_VERIFIED_CACHE_CAPACITY: u64 = 10_000;
+pub const DEFAULT_VERIFIED_CACHE_CAPACITY: u64 = 100_000;
+/// Default byte bound of the verified-token cache.
+pub const DEFAULT_VERIFIED_CACHE_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Default size of the longest token the verified-token cache keeps.
+pub const DEFAULT_VERIFIED_CACHE_MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// Longest time a verification is remembered.
 pub const DEFAULT_VERIFIED_CACHE_TTL: Duration = Duration::from_secs(300);
 /// Path prefix of the Envoy ext_authz HTTP endpoint.
@@ -292,10 +296,14 @@ pub struct RawKeys {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawVerifiedCache {
-    /// Tokens remembered (default 10000; 0 turns the cache off). Claims, expiry, audience and
-    /// scopes are still checked on every request; only the signature check is skipped, and only
-    /// while the key that verified the token is still in the current key set.
+    /// Tokens remembered at most (default 100000; 0 turns the cache off). Times, the route's
+    /// issuers, audiences, scopes and claims are still checked on every request; parsing and the
+    /// signature check are skipped, and only while the issuer's key set is unchanged.
     pub capacity: Option<u64>,
+    /// Bytes the cache may hold at most (default 64 MiB).
+    pub max_bytes: Option<u64>,
+    /// Longer tokens are not cached (default 8192).
+    pub max_token_bytes: Option<usize>,
     /// Longest time one verification is remembered (default 5m).
     pub ttl: Option<String>,
 }

@@ -18,6 +18,8 @@ use crate::verify::Alg;
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Upper bound of every count and size setting.
 const MAX_COUNT: usize = 1_000_000_000;
+/// Claim headers at most (a verified token keeps which of them it has in 64 bits).
+const MAX_CLAIM_HEADERS: usize = 64;
 
 impl RawConfig {
     /// Validates the raw config into a [`Config`], reporting every problem at once.
@@ -250,6 +252,12 @@ fn claim_headers(raw: &RawConfig, p: &mut Problems) -> ClaimHeaderConfig {
             ));
         }
         Some(list) => {
+            if list.len() > MAX_CLAIM_HEADERS {
+                p.add(
+                    "claim_headers",
+                    format!("at most {MAX_CLAIM_HEADERS} claim headers"),
+                );
+            }
             for (i, h) in list.iter().enumerate() {
                 let f = format!("claim_headers[{i}]");
                 let path = ClaimPath::parse(&h.claim)
@@ -387,6 +395,12 @@ fn keys(k: &RawKeys, p: &mut Problems) -> KeyCacheConfig {
 fn verified_cache(raw: &RawVerifiedCache, p: &mut Problems) -> VerifiedCacheConfig {
     let verified_cache = VerifiedCacheConfig {
         capacity: raw.capacity.unwrap_or(DEFAULT_VERIFIED_CACHE_CAPACITY),
+        max_bytes: raw.max_bytes.unwrap_or(DEFAULT_VERIFIED_CACHE_MAX_BYTES),
+        max_token_bytes: p.positive(
+            "verified_cache.max_token_bytes",
+            raw.max_token_bytes,
+            DEFAULT_VERIFIED_CACHE_MAX_TOKEN_BYTES,
+        ),
         ttl: p.duration(
             "verified_cache.ttl",
             raw.ttl.as_ref(),
@@ -535,7 +549,7 @@ impl Problems {
         let Some(text) = value else { return default };
         match humantime::parse_duration(text.trim()) {
             // Far beyond any sensible setting, and far from the overflow of `Instant + d` or of
-            // the caches' own limits (moka refuses a TTL over 1000 years).
+            // the seconds arithmetic of the verified-token cache.
             Ok(d) if d > MAX_DURATION => {
                 self.add(field, "must be at most 365d");
                 default

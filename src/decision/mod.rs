@@ -7,16 +7,22 @@
 //! - [`model`]: the request and decision types.
 //! - [`routes`]: which route rule a request falls under.
 //! - [`clock`]: injectable wall-clock time.
+//! - [`cache`]: the verified-token cache a repeated token is answered from.
 //!
-//! Here: the pipeline (trust, routes, token, cheap claim checks, keys, signature, scopes and
-//! claims, headers), the concurrency limit, the per-check deadline and panic-to-deny.
+//! Here: the pipeline (trust, routes, token, then either the cache or the first check: cheap
+//! claim checks, keys, signature; then scopes and claims, headers), the concurrency limit, the
+//! per-check deadline and panic-to-deny.
 
+mod cache;
 mod clock;
 mod model;
 mod routes;
 
 pub use clock::{Clock, FixedClock, SystemClock};
-pub use model::{Allow, CheckRequest, Decision, Deny, DenyKind, DenyReason, Frontend, Identity};
+pub use model::{
+    Allow, CheckRequest, Decision, Deny, DenyKind, DenyReason, Frontend, Identity,
+    could_pose_as_owned,
+};
 pub(crate) use routes::canonical_path;
 
 use std::borrow::Cow;
@@ -26,16 +32,18 @@ use std::sync::Arc;
 use futures_util::FutureExt as _;
 use http::HeaderName;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::claims::{claim_headers, granted_scopes};
+use crate::claims::{
+    ClaimPath, ClaimRequirement, claim_header_values, granted_scopes, header_value, rule_texts,
+};
 use crate::config::{AudienceMatch, Config, IssuerConfig, Requirement, RouteAction};
-use crate::keys::{KeyHealth, KeyLookup, KeySource, VerifyingKey};
+use crate::keys::{KeyHealth, KeyLookup, KeySource};
 use crate::telemetry;
 use crate::token::{FoundToken, TokenSource, find_token};
-use crate::verify::{FormatError, Jws, numeric_date, parse_compact, signature_valid};
+use crate::verify::{FormatError, numeric_date, parse_compact, signature_valid};
+use cache::{TextsBuilder, Times, VerifiedCache, VerifiedToken};
 use routes::RouteTable;
 
 /// A trusted issuer and its keys.
@@ -47,20 +55,22 @@ pub struct TrustedIssuer {
     pub keys: Arc<dyn KeySource>,
 }
 
-/// Remembers which key verified a token (by the token's SHA-256), so a repeated token skips
-/// the signature check while that same key object is still in the issuer's current set. A
-/// refresh builds new key objects, so any key set change forgets every entry of that issuer.
-type VerifiedCache = moka::sync::Cache<[u8; 32], Arc<VerifyingKey>>;
-
 /// Makes decisions. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Decider {
     config: Arc<Config>,
     issuers: Vec<TrustedIssuer>,
+    /// Each issuer's name, shared with the identities of its tokens.
+    issuer_names: Vec<Arc<str>>,
     routes: RouteTable,
     limiter: Semaphore,
     clock: Arc<dyn Clock>,
     owned_headers: Arc<[HeaderName]>,
+    /// The all-underscore and all-dot spellings of every owned header, worked out once.
+    owned_spellings: Vec<String>,
+    /// Every claim path a claim rule looks at, once: a verified token keeps the texts found at
+    /// each, in this order.
+    claim_paths: Vec<ClaimPath>,
     verified: Option<VerifiedCache>,
 }
 
@@ -73,21 +83,42 @@ impl Decider {
             .iter()
             .map(|(_, name)| name.clone())
             .collect();
-        let cache = config.verified_cache;
-        let verified = (cache.capacity > 0).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(cache.capacity)
-                .time_to_live(cache.ttl)
-                .build()
+        let mut owned_spellings: Vec<String> = Vec::new();
+        for owned in owned_headers.iter().map(HeaderName::as_str) {
+            for separator in ["_", "."] {
+                let spelling = owned.replace('-', separator);
+                if spelling != owned && !owned_spellings.contains(&spelling) {
+                    owned_spellings.push(spelling);
+                }
+            }
+        }
+        let mut claim_paths: Vec<ClaimPath> = Vec::new();
+        let route_requirements = config.routes.iter().filter_map(|r| match &r.action {
+            RouteAction::Require(req) => Some(req),
+            _ => None,
         });
+        for rule in std::iter::once(&config.require)
+            .chain(route_requirements)
+            .flat_map(|r| &r.claims)
+        {
+            if !claim_paths.contains(&rule.path) {
+                claim_paths.push(rule.path.clone());
+            }
+        }
         Self {
             routes: RouteTable::new(&config.routes),
-            verified,
+            verified: VerifiedCache::new(&config.verified_cache),
             limiter: Semaphore::new(config.limits.max_concurrent_checks),
+            issuer_names: issuers
+                .iter()
+                .map(|i| Arc::from(i.config.issuer.as_str()))
+                .collect(),
             config,
             issuers,
             clock,
             owned_headers,
+            owned_spellings,
+            claim_paths,
         }
     }
 
@@ -99,6 +130,11 @@ impl Decider {
     /// Every header authgate owns.
     pub fn owned_headers(&self) -> &Arc<[HeaderName]> {
         &self.owned_headers
+    }
+
+    /// Tokens in the verified-token cache and its bytes (`None` when it is off).
+    pub fn verified_cache_size(&self) -> Option<(usize, u64)> {
+        self.verified.as_ref().map(VerifiedCache::size)
     }
 
     /// Key health per issuer.
@@ -147,7 +183,9 @@ impl Decider {
                 token: Cow::Borrowed(token),
                 source: TokenSource::Caller,
             };
-            self.verify(found, Some(requirement), &[]).await.into()
+            self.verify(found, Some(requirement), &[], Frontend::TokenService)
+                .await
+                .into()
         };
         let decision = self.bounded(Frontend::TokenService, check).await;
         if let Decision::Deny(d) = &decision {
@@ -201,7 +239,11 @@ impl Decider {
                 return Decision::Allow(Allow {
                     headers: Vec::new(),
                     owned_headers: Arc::clone(&self.owned_headers),
-                    headers_to_remove: self.headers_to_remove(&[], None, &req.header_names),
+                    headers_to_remove: if req.frontend.removes_headers() {
+                        self.headers_to_remove(&[], None, &req.header_names)
+                    } else {
+                        Vec::new()
+                    },
                     query_parameters_to_remove: Vec::new(),
                     identity: None,
                     token_source: None,
@@ -213,50 +255,103 @@ impl Decider {
             Ok(None) => return Decision::Deny(Deny::new(DenyReason::MissingToken)),
             Err(reason) => return Decision::Deny(Deny::new(reason)),
         };
-        self.verify(found, route_req, &req.header_names)
+        self.verify(found, route_req, &req.header_names, req.frontend)
             .await
             .into()
     }
 
-    /// Verifies a found token against the issuer, the top-level requirement and the route's.
+    /// Verifies a found token against the issuer, the top-level requirement and the route's: from
+    /// the verified-token cache when the same token was verified under the issuer's current key
+    /// set, else in full.
     async fn verify(
         &self,
         found: FoundToken<'_>,
         route_req: Option<&Requirement>,
         header_names: &[String],
+        frontend: Frontend,
     ) -> Result<Allow, Deny> {
-        let started = Instant::now();
-        let cfg = &self.config;
-        if found.token.len() > cfg.token.max_bytes {
+        let token = found.token.as_ref();
+        if token.len() > self.config.token.max_bytes {
             return Err(DenyReason::TokenTooLarge.into());
         }
-        let jws = parse_compact(&found.token).map_err(|e| match e {
+        let requirements = [Some(&self.config.require), route_req];
+        let now = self.clock.now_unix();
+        let cache = self
+            .verified
+            .as_ref()
+            .and_then(|c| Some((c, c.key(token)?)));
+        let cached = cache.and_then(|(cache, key)| {
+            let hit = cache.get(key, now, |issuer| {
+                self.issuers.get(issuer).and_then(|i| i.keys.generation())
+            });
+            telemetry::record_verified_cache(hit.is_some());
+            hit
+        });
+        let verified = match cached {
+            // Only what depends on the moment or the route runs again, in the order a first
+            // check runs it.
+            Some(verified) => {
+                self.check_issuer_allowed(verified.issuer, &requirements)?;
+                if let Err(deny) = check_times(&verified.times, now, self.leeway()) {
+                    if let Some((cache, key)) = cache {
+                        cache.remove(key);
+                    }
+                    return Err(deny);
+                }
+                check_audience(
+                    verified.audiences(),
+                    self.audiences(verified.issuer, route_req),
+                    self.config.verify.audience_match,
+                )?;
+                verified
+            }
+            None => {
+                let (verified, cacheable) = self
+                    .verify_in_full(token, &requirements, route_req, now)
+                    .await?;
+                let verified = Arc::new(verified);
+                if let (Some((cache, key)), true) = (cache, cacheable) {
+                    cache.insert(key, Arc::clone(&verified));
+                }
+                verified
+            }
+        };
+        self.authorize(&verified, &requirements)?;
+        Ok(self.allow(verified, found.source, header_names, frontend))
+    }
+
+    /// The first check of a token: format, issuer, algorithm, type, times, audience and claim
+    /// types (cheap rejections, no key touched), then keys and signature, then what the cache
+    /// keeps. The flag says whether the result may be cached: the issuer's key set had the same
+    /// generation before the key lookup and after the signature check.
+    async fn verify_in_full(
+        &self,
+        token: &str,
+        requirements: &[Option<&Requirement>; 2],
+        route_req: Option<&Requirement>,
+        now: i64,
+    ) -> Result<(VerifiedToken, bool), Deny> {
+        let started = Instant::now();
+        let cfg = &self.config;
+        let jws = parse_compact(token).map_err(|e| match e {
             FormatError::Alg => DenyReason::AlgorithmNotAllowed,
             FormatError::Crit => DenyReason::UnsupportedCritical,
             _ => DenyReason::MalformedToken,
         })?;
         let claims = &jws.claims;
 
-        // Cheap rejections first: issuer, algorithm, type, times, audience, claim types. No key
-        // is touched.
         let iss = match claims.get("iss") {
             Some(Value::String(s)) => s.as_str(),
             Some(_) => return Err(DenyReason::MalformedClaims.into()),
             None => return Err(DenyReason::UnknownIssuer.into()),
         };
-        let issuer = self
+        let issuer_index = self
             .issuers
             .iter()
-            .find(|i| i.config.issuer == iss)
+            .position(|i| i.config.issuer == iss)
             .ok_or(DenyReason::UnknownIssuer)?;
-        let requirements = [Some(&cfg.require), route_req];
-        for r in requirements.iter().flatten() {
-            if let Some(allowed) = &r.issuers
-                && !allowed.iter().any(|a| a == iss)
-            {
-                return Err(DenyReason::IssuerNotAllowed.into());
-            }
-        }
+        let issuer = &self.issuers[issuer_index];
+        self.check_issuer_allowed(issuer_index, requirements)?;
         if !issuer.config.algorithms.contains(&jws.header.alg) {
             return Err(DenyReason::AlgorithmNotAllowed.into());
         }
@@ -265,68 +360,187 @@ impl Decider {
         {
             return Err(DenyReason::WrongTokenType.into());
         }
-        let expires_at = self.check_times(claims)?;
-        let audiences = route_req
-            .and_then(|r| r.audiences.as_ref())
-            .or(cfg.require.audiences.as_ref())
-            .unwrap_or(&issuer.config.audiences);
-        check_audience(claims, audiences, cfg.verify.audience_match)?;
-        let granted = granted_scopes(claims).map_err(|_| DenyReason::MalformedClaims)?;
+        let times = token_times(claims)?;
+        check_times(&times, now, self.leeway())?;
+        let audiences = token_audiences(claims)?;
+        check_audience(
+            audiences.iter().copied(),
+            self.audiences(issuer_index, route_req),
+            cfg.verify.audience_match,
+        )?;
+        let scopes = granted_scopes(claims).map_err(|_| DenyReason::MalformedClaims)?;
 
-        // Keys, bounded by what is left of the deadline.
-        let remaining = cfg.limits.check_deadline.saturating_sub(started.elapsed());
-        let lookup = issuer
+        // Keys, bounded by what is left of the deadline. A lookup that answers at once (the
+        // usual case) sets no timer.
+        let generation = issuer.keys.generation();
+        let mut lookup = issuer
             .keys
             .lookup(jws.header.kid.as_deref(), jws.header.alg);
-        let keys = match tokio::time::timeout(remaining, lookup).await {
-            Err(_) => return Err(DenyReason::DeadlineExceeded.into()),
-            Ok(KeyLookup::Found(keys)) => keys,
-            Ok(KeyLookup::UnknownKid) => return Err(DenyReason::UnknownKey.into()),
-            Ok(KeyLookup::AmbiguousKid) => return Err(DenyReason::AmbiguousKey.into()),
-            Ok(KeyLookup::AlgorithmMismatch) => {
+        let found = match (&mut lookup).now_or_never() {
+            Some(found) => found,
+            None => {
+                let remaining = cfg.limits.check_deadline.saturating_sub(started.elapsed());
+                tokio::time::timeout(remaining, lookup)
+                    .await
+                    .map_err(|_| DenyReason::DeadlineExceeded)?
+            }
+        };
+        let keys = match found {
+            KeyLookup::Found(keys) => keys,
+            KeyLookup::UnknownKid => return Err(DenyReason::UnknownKey.into()),
+            KeyLookup::AmbiguousKid => return Err(DenyReason::AmbiguousKey.into()),
+            KeyLookup::AlgorithmMismatch => {
                 return Err(DenyReason::KeyAlgorithmMismatch.into());
             }
-            Ok(KeyLookup::Unavailable) => return Err(DenyReason::KeysUnavailable.into()),
+            KeyLookup::Unavailable => return Err(DenyReason::KeysUnavailable.into()),
         };
-        self.check_signature(&found.token, &jws, &keys)?;
+        if !keys.iter().any(|k| signature_valid(&jws, k)) {
+            return Err(DenyReason::BadSignature.into());
+        }
+        let cacheable = generation.is_some() && issuer.keys.generation() == generation;
 
-        // Authorization on a verified token.
+        let mut texts = TextsBuilder::default();
+        if let Some(Value::String(sub)) = claims.get("sub") {
+            texts.push(sub);
+        }
+        texts.end_group();
+        audiences.iter().for_each(|a| texts.push(a));
+        texts.end_group();
+        scopes.iter().for_each(|s| texts.push(s));
+        texts.end_group();
+        let (values, mut rejected) = claim_header_values(claims, &cfg.claim_headers);
+        let mut headers_present = 0u64;
+        for (i, value) in values.iter().enumerate() {
+            let Some(value) = value else { continue };
+            if i < 64 && header_value(value).is_some() {
+                headers_present |= 1 << i;
+                texts.push(value);
+            } else {
+                rejected += 1;
+            }
+        }
+        texts.end_group();
+        for path in &self.claim_paths {
+            rule_texts(path.lookup(claims))
+                .iter()
+                .for_each(|t| texts.push(t));
+            texts.end_group();
+        }
+        let verified = VerifiedToken {
+            issuer: issuer_index,
+            generation: generation.unwrap_or_default(),
+            verified_at: now,
+            times,
+            headers_present,
+            headers_rejected: u16::try_from(rejected).unwrap_or(u16::MAX),
+            texts: texts.build(),
+        };
+        Ok((verified, cacheable))
+    }
+
+    /// Checks the issuers the top-level requirement and the route accept.
+    fn check_issuer_allowed(
+        &self,
+        issuer: usize,
+        requirements: &[Option<&Requirement>; 2],
+    ) -> Result<(), Deny> {
+        let iss = self.issuer_names.get(issuer).map_or("", |n| n.as_ref());
         for r in requirements.iter().flatten() {
-            if r.scopes.iter().any(|s| !granted.contains(&s.as_str())) {
+            if let Some(allowed) = &r.issuers
+                && !allowed.iter().any(|a| a == iss)
+            {
+                return Err(DenyReason::IssuerNotAllowed.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The audiences a token must name: the route's, else the top-level ones, else the
+    /// issuer's.
+    fn audiences<'a>(&'a self, issuer: usize, route_req: Option<&'a Requirement>) -> &'a [String] {
+        route_req
+            .and_then(|r| r.audiences.as_deref())
+            .or(self.config.require.audiences.as_deref())
+            .or_else(|| {
+                self.issuers
+                    .get(issuer)
+                    .map(|i| i.config.audiences.as_slice())
+            })
+            .unwrap_or(&[])
+    }
+
+    fn leeway(&self) -> i64 {
+        i64::try_from(self.config.verify.leeway.as_secs()).unwrap_or(i64::MAX)
+    }
+
+    /// Authorization on a verified token: every requirement's scopes and claim rules.
+    fn authorize(
+        &self,
+        verified: &VerifiedToken,
+        requirements: &[Option<&Requirement>; 2],
+    ) -> Result<(), Deny> {
+        for r in requirements.iter().flatten() {
+            if r.scopes
+                .iter()
+                .any(|s| !verified.scopes().any(|granted| granted == s))
+            {
                 return Err(Deny {
                     scope: Some(r.scopes.join(" ")),
                     ..Deny::new(DenyReason::InsufficientScope)
                 });
             }
-            if !r.claims.iter().all(|c| c.satisfied_by(claims)) {
+            let holds =
+                |c: &ClaimRequirement| match self.claim_paths.iter().position(|p| *p == c.path) {
+                    Some(slot) => c.accepts(verified.claim_texts(slot)),
+                    None => false,
+                };
+            if !r.claims.iter().all(holds) {
                 return Err(DenyReason::ClaimMismatch.into());
             }
         }
+        Ok(())
+    }
 
-        let (headers, rejected) = claim_headers(claims, &cfg.claim_headers);
+    /// The allow for a verified, authorized token.
+    fn allow(
+        &self,
+        verified: Arc<VerifiedToken>,
+        source: TokenSource,
+        header_names: &[String],
+        frontend: Frontend,
+    ) -> Allow {
+        let cfg = &self.config;
+        let mut rejected = usize::from(verified.headers_rejected);
+        let mut headers = Vec::with_capacity(cfg.claim_headers.headers.len());
+        for (i, text) in verified.header_values() {
+            match (cfg.claim_headers.headers.get(i), header_value(text)) {
+                (Some((_, name)), Some(value)) => headers.push((name.clone(), value)),
+                _ => rejected += 1,
+            }
+        }
         telemetry::record_claim_headers_rejected(rejected);
-        let identity = Identity {
-            subject: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
-            issuer: iss.to_owned(),
-            scopes: granted.iter().map(|s| (*s).to_owned()).collect(),
-            expires_at,
-            claims: Map::new(),
-        };
-        let query_parameters_to_remove = match (&cfg.token.query, found.source) {
+        let query_parameters_to_remove = match (&cfg.token.query, source) {
             (Some(name), TokenSource::Query) if cfg.token.strip_upstream => vec![name.clone()],
             _ => Vec::new(),
         };
-        Ok(Allow {
-            headers_to_remove: self.headers_to_remove(&headers, Some(found.source), header_names),
+        let headers_to_remove = if frontend.removes_headers() {
+            self.headers_to_remove(&headers, Some(source), header_names)
+        } else {
+            Vec::new()
+        };
+        let issuer = self
+            .issuer_names
+            .get(verified.issuer)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(""));
+        Allow {
+            headers_to_remove,
             headers,
             owned_headers: Arc::clone(&self.owned_headers),
             query_parameters_to_remove,
-            identity: Some(Identity {
-                claims: jws.claims,
-                ..identity
-            }),
-            token_source: Some(found.source),
-        })
+            identity: Some(Identity::new(verified, issuer)),
+            token_source: Some(source),
+        }
     }
 
     /// Request headers that must not reach the upstream with an allow that sets `headers`:
@@ -352,12 +566,9 @@ impl Decider {
             if !headers.iter().any(|(name, _)| name == owned) {
                 add(owned.to_owned());
             }
-            for separator in ['_', '.'] {
-                let spelling = owned.replace('-', &separator.to_string());
-                if spelling != owned {
-                    add(spelling);
-                }
-            }
+        }
+        for spelling in &self.owned_spellings {
+            add(spelling.clone());
         }
         for name in header_names {
             let lower = name.to_ascii_lowercase();
@@ -370,64 +581,6 @@ impl Decider {
             add("authorization".to_owned());
         }
         remove
-    }
-
-    /// Verifies the signature with one of `keys`, or finds that the same token was verified
-    /// before by one of these very key objects.
-    fn check_signature(
-        &self,
-        token: &str,
-        jws: &Jws<'_>,
-        keys: &[Arc<VerifyingKey>],
-    ) -> Result<(), Deny> {
-        let Some(cache) = &self.verified else {
-            return match keys.iter().any(|k| signature_valid(jws, k)) {
-                true => Ok(()),
-                false => Err(DenyReason::BadSignature.into()),
-            };
-        };
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if cache
-            .get(&digest)
-            .is_some_and(|known| keys.iter().any(|k| Arc::ptr_eq(k, &known)))
-        {
-            telemetry::record_verified_cache(true);
-            return Ok(());
-        }
-        telemetry::record_verified_cache(false);
-        let key = keys
-            .iter()
-            .find(|k| signature_valid(jws, k))
-            .ok_or(DenyReason::BadSignature)?;
-        cache.insert(digest, Arc::clone(key));
-        Ok(())
-    }
-
-    /// Checks `exp` (required), `nbf` and `iat` with the leeway; returns `exp`.
-    fn check_times(&self, claims: &Map<String, Value>) -> Result<i64, Deny> {
-        let now = self.clock.now_unix();
-        let leeway = i64::try_from(self.config.verify.leeway.as_secs()).unwrap_or(i64::MAX);
-        let date = |name: &str| -> Result<Option<i64>, Deny> {
-            claims
-                .get(name)
-                .map(|v| numeric_date(v).map_err(|_| Deny::new(DenyReason::MalformedClaims)))
-                .transpose()
-        };
-        let exp = date("exp")?.ok_or(DenyReason::MissingExpiry)?;
-        if now >= exp.saturating_add(leeway) {
-            return Err(DenyReason::Expired.into());
-        }
-        if let Some(nbf) = date("nbf")?
-            && now.saturating_add(leeway) < nbf
-        {
-            return Err(DenyReason::NotYetValid.into());
-        }
-        if let Some(iat) = date("iat")?
-            && iat > now.saturating_add(leeway)
-        {
-            return Err(DenyReason::IssuedInFuture.into());
-        }
-        Ok(exp)
     }
 }
 
@@ -455,28 +608,60 @@ fn typ_accepted(typ: Option<&str>, accepted: &[String]) -> bool {
     accepted.iter().any(|a| norm(a) == typ)
 }
 
-/// Checks `aud` (string or array of strings) against the audiences.
-fn check_audience(
-    claims: &Map<String, Value>,
+/// The token's times: `exp` (required), `nbf` and `iat`, each a numeric date.
+fn token_times(claims: &Map<String, Value>) -> Result<Times, Deny> {
+    let date = |name: &str| -> Result<Option<i64>, Deny> {
+        claims
+            .get(name)
+            .map(|v| numeric_date(v).map_err(|_| Deny::new(DenyReason::MalformedClaims)))
+            .transpose()
+    };
+    let exp = date("exp")?.ok_or(DenyReason::MissingExpiry)?;
+    Ok(Times {
+        exp,
+        nbf: date("nbf")?,
+        iat: date("iat")?,
+    })
+}
+
+/// Checks `exp`, `nbf` and `iat` against `now` with the leeway.
+fn check_times(times: &Times, now: i64, leeway: i64) -> Result<(), Deny> {
+    if now >= times.exp.saturating_add(leeway) {
+        return Err(DenyReason::Expired.into());
+    }
+    if let Some(nbf) = times.nbf
+        && now.saturating_add(leeway) < nbf
+    {
+        return Err(DenyReason::NotYetValid.into());
+    }
+    if let Some(iat) = times.iat
+        && iat > now.saturating_add(leeway)
+    {
+        return Err(DenyReason::IssuedInFuture.into());
+    }
+    Ok(())
+}
+
+/// The token's `aud` values: a string or an array of strings (none when absent).
+fn token_audiences(claims: &Map<String, Value>) -> Result<Vec<&str>, Deny> {
+    match claims.get("aud") {
+        None => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s.as_str()]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_str().ok_or(DenyReason::MalformedClaims.into()))
+            .collect(),
+        Some(_) => Err(DenyReason::MalformedClaims.into()),
+    }
+}
+
+/// Checks the token's audiences against the ones required.
+fn check_audience<'a>(
+    token_audiences: impl Iterator<Item = &'a str> + Clone,
     audiences: &[String],
     mode: AudienceMatch,
 ) -> Result<(), Deny> {
-    let token_auds: Vec<&str> = match claims.get("aud") {
-        Some(Value::String(s)) => vec![s.as_str()],
-        Some(Value::Array(items)) => {
-            let mut auds = Vec::with_capacity(items.len());
-            for item in items {
-                match item.as_str() {
-                    Some(s) => auds.push(s),
-                    None => return Err(DenyReason::MalformedClaims.into()),
-                }
-            }
-            auds
-        }
-        Some(_) => return Err(DenyReason::MalformedClaims.into()),
-        None => return Err(DenyReason::WrongAudience.into()),
-    };
-    let has = |a: &String| token_auds.contains(&a.as_str());
+    let has = |a: &String| token_audiences.clone().any(|t| t == a);
     let ok = match mode {
         AudienceMatch::Any => audiences.iter().any(has),
         AudienceMatch::All => !audiences.is_empty() && audiences.iter().all(has),

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
-use serde_json::{Map, Value};
 
+use super::cache::VerifiedToken;
 use crate::token::TokenSource;
 
 /// Which mouth a check came through (a metric label, and the profile of its deny answers).
@@ -35,6 +35,12 @@ impl Frontend {
         Frontend::TokenService,
     ];
 
+    /// Whether the proxy behind this mouth can be told to remove request headers (Envoy, in
+    /// both modes): only then does an allow carry `headers_to_remove`.
+    pub fn removes_headers(self) -> bool {
+        matches!(self, Frontend::EnvoyHttp | Frontend::Grpc)
+    }
+
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -45,6 +51,13 @@ impl Frontend {
             Frontend::TokenService => "token_service",
         }
     }
+}
+
+/// Whether a client-sent header name could be another spelling of a header authgate owns (an
+/// upstream that folds `_` or `.` into `-` would read it as one): the names a mouth must hand
+/// the core in `CheckRequest::header_names`; any other name is never removed for spelling.
+pub fn could_pose_as_owned(name: &str) -> bool {
+    name.contains(['_', '.'])
 }
 
 /// What the core needs to know about the ORIGINAL request the proxy asks about.
@@ -61,8 +74,9 @@ pub struct CheckRequest {
     /// Every `Authorization` header value, in order.
     pub authorization: Vec<Vec<u8>>,
     /// Names of the original request's headers as the proxy passed them on (lower-case on
-    /// Envoy), where the mouth can see them: the core finds client-sent spellings of owned
-    /// headers here, so that the proxy can be told to remove each one.
+    /// Envoy), where the mouth can see them, or at least those that [`could_pose_as_owned`]:
+    /// the core finds client-sent spellings of owned headers here, so that the proxy can be
+    /// told to remove each one.
     pub header_names: Vec<String>,
     /// The address of the peer that asked: the proxy (the TCP peer of the check connection).
     /// `trusted_proxies` is matched against it.
@@ -357,19 +371,38 @@ impl From<DenyReason> for Deny {
     }
 }
 
-/// Who the verified token speaks for.
+/// Who the verified token speaks for: a shared view of what its verification found, cheap to
+/// hand out with every allow.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Identity {
+    token: Arc<VerifiedToken>,
+    issuer: Arc<str>,
+}
+
+impl Identity {
+    pub(crate) fn new(token: Arc<VerifiedToken>, issuer: Arc<str>) -> Self {
+        Self { token, issuer }
+    }
+
     /// `sub`, if present and a string.
-    pub subject: Option<String>,
+    pub fn subject(&self) -> Option<&str> {
+        self.token.subject()
+    }
+
     /// `iss`.
-    pub issuer: String,
-    /// Granted scopes.
-    pub scopes: Vec<String>,
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Granted scopes (`scope` and `scp`).
+    pub fn scopes(&self) -> impl Iterator<Item = &str> + '_ {
+        self.token.scopes()
+    }
+
     /// `exp` in seconds since the epoch.
-    pub expires_at: i64,
-    /// All claims.
-    pub claims: Map<String, Value>,
+    pub fn expires_at(&self) -> i64 {
+        self.token.times.exp
+    }
 }
 
 /// An allow.
@@ -379,8 +412,9 @@ pub struct Allow {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Every header authgate owns (the configured claim headers).
     pub owned_headers: Arc<[HeaderName]>,
-    /// Request headers the proxy must remove before the request goes upstream (Envoy: gRPC
-    /// `headers_to_remove`, HTTP mode `x-envoy-auth-headers-to-remove`): every owned header
+    /// Request headers the proxy must remove before the request goes upstream, for the mouths
+    /// that can (Envoy: gRPC `headers_to_remove`, HTTP mode `x-envoy-auth-headers-to-remove`;
+    /// empty for the others): every owned header
     /// without a value here, every client-sent spelling that folds to an owned header
     /// (`x_auth_subject`, `x.auth.subject`), and with `strip_upstream` the `authorization` header
     /// that carried the token.

@@ -39,13 +39,15 @@ impl RouteTable {
         {
             return Err(DenyReason::MalformedCheck);
         }
-        let path = match req.path.as_deref().map(canonical_path) {
+        // Only path rules look at the path: without them it is not even read.
+        let path = match req.path.as_deref().filter(|_| self.has_path_rules) {
             None => None,
-            Some(Some(path)) => Some(path),
-            // A path the upstream may read differently cannot be matched against path rules
-            // safely either way (an anonymous rule opened, a deny rule skipped).
-            Some(None) if self.has_path_rules => return Err(DenyReason::AmbiguousPath),
-            Some(None) => None,
+            Some(raw) => match canonical_path(raw) {
+                Some(path) => Some(path),
+                // A path the upstream may read differently cannot be matched against path rules
+                // safely either way (an anonymous rule opened, a deny rule skipped).
+                None => return Err(DenyReason::AmbiguousPath),
+            },
         };
         Ok(self
             .routes

@@ -133,9 +133,10 @@ async fn a_valid_token_is_allowed_with_subject_and_issuer_headers() {
         [("x-auth-subject", "alice"), ("x-auth-issuer", ISS)]
     );
     let identity = allow.identity.expect("identity");
-    assert_eq!(identity.subject.as_deref(), Some("alice"));
-    assert_eq!(identity.scopes, ["read", "write"]);
-    assert_eq!(identity.expires_at, NOW + 300);
+    assert_eq!(identity.subject(), Some("alice"));
+    assert_eq!(identity.scopes().collect::<Vec<_>>(), ["read", "write"]);
+    assert_eq!(identity.expires_at(), NOW + 300);
+    assert_eq!(identity.issuer(), ISS);
     assert_eq!(allow.token_source, Some(TokenSource::Header));
     assert_eq!(&*allow.owned_headers, ["x-auth-subject", "x-auth-issuer"]);
 }
@@ -587,7 +588,7 @@ async fn an_issuer_not_allowed_on_the_route_is_denied() {
     assert_eq!(f.reason(&claims()).await, None);
     let yaml = format!(
         "issuers: [{{issuer: \"{ISS}\"}}, {{issuer: \"https://b.test\"}}]\naudiences: [api]\n\
-         routes: [{{path_prefix: /, require: {{issuers: [\"https://b.test\"]}}}}]"
+         routes: [{{path_prefix: /b, require: {{issuers: [\"https://b.test\"]}}}}]"
     );
     let cfg = Arc::new(parse_yaml(&yaml).expect("yaml").validate().expect("valid"));
     let keys: Arc<dyn KeySource> = Arc::new(StaticKeys::new(KeySet::new(vec![verifying(&f.rsa)])));
@@ -600,8 +601,20 @@ async fn an_issuer_not_allowed_on_the_route_is_denied() {
         })
         .collect();
     let d = Decider::new(Arc::clone(&cfg), issuers, Arc::new(FixedClock::at(NOW)));
+    let token = f.token(&claims());
+    let on_b = CheckRequest {
+        path: Some("/b".to_owned()),
+        ..bearer(&token)
+    };
     assert_eq!(
-        deny_reason(d.decide(&bearer(&f.token(&claims()))).await),
+        deny_reason(d.decide(&on_b).await),
+        Some(DenyReason::IssuerNotAllowed)
+    );
+    // The same from the verified-token cache: the token passes where its issuer is accepted
+    // (and is cached), then is denied again on the route that accepts another issuer only.
+    assert_eq!(deny_reason(d.decide(&bearer(&token)).await), None);
+    assert_eq!(
+        deny_reason(d.decide(&on_b).await),
         Some(DenyReason::IssuerNotAllowed)
     );
 }
@@ -680,6 +693,10 @@ impl KeySource for Stuck {
             age: None,
         }
     }
+
+    fn generation(&self) -> Option<u64> {
+        None
+    }
 }
 
 #[tokio::test]
@@ -723,6 +740,10 @@ async fn a_panic_in_the_decision_path_is_a_counted_deny_and_frees_its_permit() {
                 age: None,
             }
         }
+
+        fn generation(&self) -> Option<u64> {
+            Some(1)
+        }
     }
 
     let f = fixture_with(
@@ -759,6 +780,10 @@ async fn checks_over_the_concurrency_limit_are_shed() {
                 keys: 1,
                 age: None,
             }
+        }
+
+        fn generation(&self) -> Option<u64> {
+            Some(1)
         }
     }
 
@@ -798,13 +823,25 @@ fn every_reason_has_a_distinct_label() {
     );
 }
 
-/// A key source whose set a test can replace, like a refresh would.
+/// A key source whose set a test can replace, like a refresh would; every set has its own
+/// generation.
 #[derive(Debug)]
-struct Swappable(std::sync::Mutex<Arc<KeySet>>);
+struct Swappable(std::sync::Mutex<(Arc<KeySet>, u64)>);
+
+impl Swappable {
+    fn new(set: KeySet) -> Self {
+        Self(std::sync::Mutex::new((Arc::new(set), 1)))
+    }
+
+    fn swap(&self, set: KeySet) {
+        let mut current = self.0.lock().expect("lock");
+        *current = (Arc::new(set), current.1 + 1);
+    }
+}
 
 impl KeySource for Swappable {
     fn lookup<'a>(&'a self, kid: Option<&'a str>, alg: Alg) -> BoxFuture<'a, KeyLookup> {
-        let set = Arc::clone(&self.0.lock().expect("lock"));
+        let set = Arc::clone(&self.0.lock().expect("lock").0);
         Box::pin(std::future::ready(set.find(kid, alg)))
     }
 
@@ -815,15 +852,17 @@ impl KeySource for Swappable {
             age: None,
         }
     }
+
+    fn generation(&self) -> Option<u64> {
+        Some(self.0.lock().expect("lock").1)
+    }
 }
 
 #[tokio::test]
 async fn a_remembered_verification_is_forgotten_when_the_key_set_changes() {
     let real = SigningKey::generate(Alg::RS256, "rsa").expect("key");
     let impostor = SigningKey::generate(Alg::RS256, "rsa").expect("key");
-    let source = Arc::new(Swappable(std::sync::Mutex::new(Arc::new(KeySet::new(
-        vec![verifying(&real)],
-    )))));
+    let source = Arc::new(Swappable::new(KeySet::new(vec![verifying(&real)])));
     let f = fixture_with("", Some(Arc::clone(&source) as Arc<dyn KeySource>));
     let token = real.sign_jwt(&claims()).expect("sign");
     assert_eq!(deny_reason(f.decide_token(&token).await), None);
@@ -834,14 +873,14 @@ async fn a_remembered_verification_is_forgotten_when_the_key_set_changes() {
     );
 
     // The IdP now publishes another key under the same kid: the token must be re-verified.
-    *source.0.lock().expect("lock") = Arc::new(KeySet::new(vec![verifying(&impostor)]));
+    source.swap(KeySet::new(vec![verifying(&impostor)]));
     assert_eq!(
         deny_reason(f.decide_token(&token).await),
         Some(DenyReason::BadSignature)
     );
 
     // A refresh that brings the real key back (as a new key object) verifies it again.
-    *source.0.lock().expect("lock") = Arc::new(KeySet::new(vec![verifying(&real)]));
+    source.swap(KeySet::new(vec![verifying(&real)]));
     assert_eq!(deny_reason(f.decide_token(&token).await), None);
 }
 
@@ -891,10 +930,7 @@ async fn a_bare_token_is_always_verified_whatever_the_routes_say() {
     let Decision::Allow(a) = f.decider.verify_token(&t, &open).await else {
         panic!("allow")
     };
-    assert_eq!(
-        a.identity.expect("identity").subject.as_deref(),
-        Some("alice")
-    );
+    assert_eq!(a.identity.expect("identity").subject(), Some("alice"));
     let strict = Requirement {
         audiences: Some(vec!["billing".to_owned()]),
         scopes: vec!["admin".to_owned()],
@@ -1001,4 +1037,215 @@ async fn dot_segments_cannot_reach_a_protected_path_through_an_anonymous_rule() 
         ),
         None
     );
+}
+
+/// Static keys that count lookups: a lookup happens only when a token is checked in full.
+#[derive(Debug)]
+struct Counting {
+    keys: StaticKeys,
+    lookups: std::sync::atomic::AtomicUsize,
+}
+
+impl Counting {
+    fn new(keys: Vec<crate::keys::VerifyingKey>) -> Arc<Self> {
+        Arc::new(Self {
+            keys: StaticKeys::new(KeySet::new(keys)),
+            lookups: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    fn lookups(&self) -> usize {
+        self.lookups.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl KeySource for Counting {
+    fn lookup<'a>(&'a self, kid: Option<&'a str>, alg: Alg) -> BoxFuture<'a, KeyLookup> {
+        self.lookups
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.keys.lookup(kid, alg)
+    }
+
+    fn health(&self) -> KeyHealth {
+        self.keys.health()
+    }
+
+    fn generation(&self) -> Option<u64> {
+        self.keys.generation()
+    }
+}
+
+/// A fixture whose keys count lookups, with the fixture's own signing key.
+fn counting_fixture(extra: &str) -> (Fixture, Arc<Counting>) {
+    let signer = SigningKey::generate(Alg::RS256, "rsa").expect("key");
+    let counting = Counting::new(vec![verifying(&signer)]);
+    let mut f = fixture_with(extra, Some(Arc::clone(&counting) as Arc<dyn KeySource>));
+    f.rsa = signer;
+    (f, counting)
+}
+
+fn at(path: &str, token: &str) -> CheckRequest {
+    CheckRequest {
+        path: Some(path.to_owned()),
+        ..bearer(token)
+    }
+}
+
+#[tokio::test]
+async fn a_cached_token_meets_every_routes_own_requirements_again() {
+    let (f, keys) = counting_fixture(
+        "routes:\n\
+         - {path_prefix: /admin, require: {scopes: [admin]}}\n\
+         - {path_prefix: /staff, require: {claims: [{claim: realm_access.roles, one_of: [staff]}]}}\n\
+         - {path_prefix: /billing, require: {audiences: [billing]}}\n\
+         - {path_prefix: /, require: {scopes: [read]}}\n",
+    );
+    let token = f.token(&with(claims(), json!({"realm_access": {"roles": ["dev"]}})));
+    assert_eq!(deny_reason(f.decide(&at("/", &token)).await), None);
+    assert_eq!(keys.lookups(), 1);
+    // Every route below is answered from the cache (no lookup), and still denies for its own
+    // reason, exactly as a first check would.
+    let Decision::Deny(d) = f.decide(&at("/admin", &token)).await else {
+        panic!("a cached token must not pass a scope it lacks")
+    };
+    assert_eq!(d.reason, DenyReason::InsufficientScope);
+    assert_eq!(d.scope.as_deref(), Some("admin"));
+    for (path, reason) in [
+        ("/staff", DenyReason::ClaimMismatch),
+        ("/billing", DenyReason::WrongAudience),
+    ] {
+        assert_eq!(
+            deny_reason(f.decide(&at(path, &token)).await),
+            Some(reason),
+            "{path}"
+        );
+    }
+    assert_eq!(keys.lookups(), 1, "all of them answered from the cache");
+
+    // The same answers from a decider without the cache.
+    let (uncached, _) = counting_fixture(
+        "verified_cache: {capacity: 0}\nroutes:\n\
+         - {path_prefix: /staff, require: {claims: [{claim: realm_access.roles, one_of: [staff]}]}}\n",
+    );
+    let token = uncached.token(&with(
+        claims(),
+        json!({"realm_access": {"roles": ["staff"]}}),
+    ));
+    assert_eq!(
+        deny_reason(uncached.decide(&at("/staff", &token)).await),
+        None
+    );
+    assert_eq!(
+        deny_reason(uncached.decide(&at("/staff", &token)).await),
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_cache_hit_answers_the_same_identity_and_headers_as_the_first_check() {
+    let (f, keys) = counting_fixture(
+        "claim_headers: [{claim: sub, header: X-Sub}, {claim: missing, header: X-Missing}, \
+         {claim: roles, header: X-Roles}, {claim: email, header: X-Email}]",
+    );
+    let token = f.token(&with(
+        claims(),
+        json!({"roles": ["a,b", "c"], "email": "zo\u{eb}@example.com"}),
+    ));
+    let Decision::Allow(first) = f.decide_token(&token).await else {
+        panic!("allow")
+    };
+    let Decision::Allow(again) = f.decide_token(&token).await else {
+        panic!("allow")
+    };
+    assert_eq!(keys.lookups(), 1);
+    assert_eq!(first, again);
+    let headers: Vec<(&str, &str)> = again
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.to_str().expect("ascii")))
+        .collect();
+    assert_eq!(
+        headers,
+        [
+            ("x-sub", "alice"),
+            ("x-roles", "a%2Cb,c"),
+            ("x-email", "zo%C3%AB@example.com")
+        ]
+    );
+    let identity = again.identity.expect("identity");
+    assert_eq!(identity.subject(), Some("alice"));
+    assert_eq!(identity.scopes().collect::<Vec<_>>(), ["read", "write"]);
+    assert_eq!(identity.expires_at(), NOW + 300);
+}
+
+#[tokio::test]
+async fn a_cache_entry_lives_no_longer_than_the_ttl_and_never_past_exp() {
+    let (f, keys) = counting_fixture("verified_cache: {ttl: 60s}");
+    let token = f.token(&with(claims(), json!({"exp": NOW + 100})));
+    assert_eq!(deny_reason(f.decide_token(&token).await), None);
+    assert_eq!(deny_reason(f.decide_token(&token).await), None);
+    assert_eq!(keys.lookups(), 1);
+    f.clock.set(NOW + 60);
+    assert_eq!(deny_reason(f.decide_token(&token).await), None);
+    assert_eq!(
+        keys.lookups(),
+        2,
+        "past the TTL the token is checked in full again"
+    );
+    // Past exp (and the 30 s leeway) the cached entry answers expired, and is dropped.
+    f.clock.set(NOW + 130);
+    assert_eq!(
+        deny_reason(f.decide_token(&token).await),
+        Some(DenyReason::Expired)
+    );
+    assert_eq!(f.decider.verified_cache_size().map(|(n, _)| n), Some(0));
+}
+
+#[tokio::test]
+async fn tokens_over_max_token_bytes_are_checked_in_full_every_time() {
+    let (f, keys) = counting_fixture("verified_cache: {max_token_bytes: 100}");
+    let token = f.token(&claims());
+    assert!(token.len() > 100);
+    for _ in 0..3 {
+        assert_eq!(deny_reason(f.decide_token(&token).await), None);
+    }
+    assert_eq!(keys.lookups(), 3);
+    assert_eq!(f.decider.verified_cache_size().map(|(n, _)| n), Some(0));
+}
+
+#[tokio::test]
+async fn the_cache_stays_within_its_count_and_byte_bounds() {
+    let (f, _) = counting_fixture("verified_cache: {capacity: 50, max_bytes: 1000000}");
+    for i in 0..500 {
+        let token = f.token(&with(claims(), json!({"sub": format!("user-{i}")})));
+        assert_eq!(deny_reason(f.decide_token(&token).await), None);
+    }
+    let (entries, bytes) = f.decider.verified_cache_size().expect("on");
+    assert!(entries > 0 && entries <= 50, "{entries} entries");
+    assert!(bytes <= 1_000_000, "{bytes} bytes");
+
+    let (f, _) = counting_fixture("verified_cache: {capacity: 100000, max_bytes: 20000}");
+    for i in 0..500 {
+        let token = f.token(&with(claims(), json!({"sub": format!("user-{i}")})));
+        assert_eq!(deny_reason(f.decide_token(&token).await), None);
+    }
+    let (entries, bytes) = f.decider.verified_cache_size().expect("on");
+    assert!(
+        entries > 0 && bytes <= 20_000,
+        "{entries} entries, {bytes} bytes"
+    );
+    assert!(
+        entries < 500,
+        "the byte bound holds fewer than every token: {entries}"
+    );
+}
+
+#[test]
+fn metric_label_indexes_follow_the_declaration_order() {
+    for (i, r) in DenyReason::ALL.iter().enumerate() {
+        assert_eq!(*r as usize, i, "{r}");
+    }
+    for (i, f) in Frontend::ALL.iter().enumerate() {
+        assert_eq!(*f as usize, i, "{f:?}");
+    }
 }

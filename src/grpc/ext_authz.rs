@@ -16,7 +16,9 @@ use envoy_types::pb::google::rpc;
 use tonic::{Code, Request, Response, Status};
 
 use super::MAX_MESSAGE_BYTES;
-use crate::decision::{Allow, CheckRequest, Decider, Decision, Deny, Frontend, Identity};
+use crate::decision::{
+    Allow, CheckRequest, Decider, Decision, Deny, Frontend, Identity, could_pose_as_owned,
+};
 use crate::deny;
 use crate::server::PeerAddr;
 use crate::token::split_joined_credentials;
@@ -82,13 +84,15 @@ fn to_check_request(req: &EnvoyCheckRequest, max_header_bytes: usize) -> CheckRe
     };
     let mut header_bytes = 0usize;
     let mut authorization = Vec::new();
-    let mut header_names = Vec::with_capacity(http.headers.len());
+    let mut header_names = Vec::new();
     for (name, value) in &http.headers {
         header_bytes += name.len() + value.len();
         if name.eq_ignore_ascii_case("authorization") {
             authorization.extend(split_joined_credentials(value.as_bytes()));
         }
-        header_names.push(name.clone());
+        if could_pose_as_owned(name) {
+            header_names.push(name.clone());
+        }
     }
     if let Some(map) = &http.header_map {
         for h in &map.headers {
@@ -101,7 +105,9 @@ fn to_check_request(req: &EnvoyCheckRequest, max_header_bytes: usize) -> CheckRe
             if h.key.eq_ignore_ascii_case("authorization") {
                 authorization.push(value.to_vec());
             }
-            header_names.push(h.key.clone());
+            if could_pose_as_owned(&h.key) {
+                header_names.push(h.key.clone());
+            }
         }
     }
     if http.path.is_empty() || header_bytes > max_header_bytes {
@@ -171,15 +177,15 @@ fn string_value(s: &str) -> PbValue {
 /// `subject`, `issuer` and `scopes` for Envoy's dynamic metadata (access logs, RBAC).
 fn identity_metadata(identity: &Identity) -> Struct {
     let mut fields = HashMap::new();
-    if let Some(sub) = &identity.subject {
+    if let Some(sub) = identity.subject() {
         fields.insert("subject".to_owned(), string_value(sub));
     }
-    fields.insert("issuer".to_owned(), string_value(&identity.issuer));
+    fields.insert("issuer".to_owned(), string_value(identity.issuer()));
     fields.insert(
         "scopes".to_owned(),
         PbValue {
             kind: Some(Kind::ListValue(ListValue {
-                values: identity.scopes.iter().map(|s| string_value(s)).collect(),
+                values: identity.scopes().map(string_value).collect(),
             })),
         },
     );

@@ -14,6 +14,7 @@ use super::pb::{VerifyRequest, VerifyResponse};
 use crate::config::Requirement;
 use crate::decision::{Decider, Decision, DenyReason};
 use crate::deny;
+use crate::verify::parse_compact;
 
 /// The `TokenService` implementation.
 #[derive(Debug, Clone)]
@@ -70,21 +71,24 @@ impl TokenService for Tokens {
                     .iter()
                     .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
                     .collect();
-                match allow.identity {
-                    Some(identity) => VerifyResponse {
+                // The claims of a verified token: the payload read again (the core keeps only
+                // what checks and headers need, and may have answered from its cache).
+                let claims = parse_compact(&req.token).map(|jws| jws.claims);
+                match (allow.identity, claims) {
+                    (Some(identity), Ok(claims)) => VerifyResponse {
                         allowed: true,
                         reason: "valid_token".to_owned(),
                         error: String::new(),
-                        subject: identity.subject.unwrap_or_default(),
-                        claims: Some(object_to_struct(&identity.claims)),
-                        issuer: identity.issuer,
-                        expires_at: identity.expires_at,
-                        scopes: identity.scopes,
+                        subject: identity.subject().unwrap_or_default().to_owned(),
+                        claims: Some(object_to_struct(&claims)),
+                        issuer: identity.issuer().to_owned(),
+                        expires_at: identity.expires_at(),
+                        scopes: identity.scopes().map(str::to_owned).collect(),
                         headers,
                     },
-                    // verify_token never allows without an identity; should it ever, this is
-                    // an internal error, not a pass.
-                    None => VerifyResponse {
+                    // verify_token never allows without an identity, nor a token that does not
+                    // parse; should it ever, this is an internal error, not a pass.
+                    _ => VerifyResponse {
                         allowed: false,
                         reason: DenyReason::InternalError.as_str().to_owned(),
                         error: deny::verify_error(DenyReason::InternalError.kind()).to_owned(),

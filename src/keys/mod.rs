@@ -200,6 +200,11 @@ pub trait KeySource: Send + Sync + fmt::Debug {
 
     /// Current health, without waiting.
     fn health(&self) -> KeyHealth;
+
+    /// The generation of the current key set, without waiting: it changes whenever the set's
+    /// content does, and is `None` while no usable set is loaded (never, or past `max_stale`).
+    /// A token verified under one generation needs no new signature check under the same one.
+    fn generation(&self) -> Option<u64>;
 }
 
 /// A fixed key set: static files and unit tests.
@@ -217,6 +222,10 @@ impl KeySource for StaticKeys {
     fn lookup<'a>(&'a self, kid: Option<&'a str>, alg: Alg) -> BoxFuture<'a, KeyLookup> {
         let found = self.0.find(kid, alg);
         Box::pin(std::future::ready(found))
+    }
+
+    fn generation(&self) -> Option<u64> {
+        Some(1)
     }
 
     fn health(&self) -> KeyHealth {

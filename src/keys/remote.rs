@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use reqwest::header::{ACCEPT, CACHE_CONTROL, HeaderMap};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -101,6 +102,17 @@ struct State {
     in_flight: Option<watch::Receiver<bool>>,
     last_unknown_kid_fetch: Option<Instant>,
     failures: u32,
+    /// Bumped whenever a fetch brings a JWKS document that differs from the current one.
+    generation: u64,
+    /// SHA-256 of the current JWKS document.
+    fingerprint: Option<[u8; 32]>,
+}
+
+/// What one successful fetch brings.
+struct Fetched {
+    set: KeySet,
+    ttl: Duration,
+    fingerprint: [u8; 32],
 }
 
 #[derive(Debug)]
@@ -204,13 +216,21 @@ impl Inner {
         rx
     }
 
-    fn apply(&self, result: Result<(KeySet, Duration), KeyError>) {
+    fn apply(&self, result: Result<Fetched, KeyError>) {
         let issuer = self.issuer.issuer.as_str();
         let mut st = lock(&self.state);
         st.in_flight = None;
         match result {
-            Ok((set, ttl)) => {
+            Ok(Fetched {
+                set,
+                ttl,
+                fingerprint,
+            }) => {
                 telemetry::record_fetch(issuer, "ok", Some(set.len()));
+                if st.fingerprint != Some(fingerprint) {
+                    st.generation = st.generation.wrapping_add(1);
+                    st.fingerprint = Some(fingerprint);
+                }
                 tracing::debug!(
                     issuer,
                     keys = set.len(),
@@ -261,7 +281,7 @@ impl Inner {
         at.saturating_sub(elapsed).max(Duration::from_millis(100))
     }
 
-    async fn fetch(&self) -> Result<(KeySet, Duration), KeyError> {
+    async fn fetch(&self) -> Result<Fetched, KeyError> {
         let jwks_uri = match &self.endpoint {
             Endpoint::Jwks(uri) => uri.clone(),
             Endpoint::Discovery => {
@@ -287,7 +307,11 @@ impl Inner {
         if parsed.set.is_empty() {
             return Err(KeyError::NoUsableKeys { url: jwks_uri });
         }
-        Ok((parsed.set, self.ttl_from(&headers)))
+        Ok(Fetched {
+            set: parsed.set,
+            ttl: self.ttl_from(&headers),
+            fingerprint: Sha256::digest(&body).into(),
+        })
     }
 
     fn ttl_from(&self, headers: &HeaderMap) -> Duration {
@@ -484,6 +508,13 @@ impl Inner {
 impl KeySource for RemoteKeys {
     fn lookup<'a>(&'a self, kid: Option<&'a str>, alg: Alg) -> BoxFuture<'a, KeyLookup> {
         Box::pin(self.inner.lookup(kid, alg))
+    }
+
+    fn generation(&self) -> Option<u64> {
+        let st = lock(&self.inner.state);
+        self.inner
+            .usable_set(&st, Instant::now())
+            .map(|_| st.generation)
     }
 
     fn health(&self) -> KeyHealth {
