@@ -35,7 +35,7 @@ INTERVAL=${SOAK_SAMPLE_SECONDS:-2}
 VALID_TOKENS=${SOAK_VALID_TOKENS:-12000}
 RANDOM_KID_TOKENS=${SOAK_RANDOM_KID_TOKENS:-2000}
 # keys.unknown_kid_cooldown as the demo runs it: the default, DEFAULT_UNKNOWN_KID_COOLDOWN in
-# src/config.rs (README, "Keys"). The demo takes no configuration file.
+# src/config/raw.rs (README, "Keys"). The demo takes no configuration file.
 UNKNOWN_KID_COOLDOWN_S=30
 # keys.min_ttl / keys.max_ttl defaults (src/config.rs): the JWKS max-age is clamped to them.
 MIN_TTL_S=60

@@ -26,8 +26,8 @@ MIB = 1024  # KiB per MiB: RSS is read in KiB
 # RSS plateau, part 1: after warm-up (the first WARMUP_FRACTION of the load) RSS may still grow
 # by this much, whichever is larger. The absolute part covers allocator behaviour that is not a
 # leak: glibc hands out memory per arena and per thread and returns it to the OS lazily, so RSS
-# moves in steps of a few MiB as the two tokio workers' buffers and the verified cache's
-# entries (capacity 10 000, cycling through more tokens than that) churn. The relative part
+# moves in steps of a few MiB as the two tokio workers' buffers and the verified-token cache's
+# entries (one per valid token, a few MiB for the soak's 12 000) fill and churn. The relative part
 # keeps the bound meaningful should the base RSS be large. A leak of even 100 bytes per
 # request at ~10 000 requests/s is ~57 MiB a minute and cannot hide under either.
 WARMUP_FRACTION = 0.10
