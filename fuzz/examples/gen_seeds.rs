@@ -547,7 +547,7 @@ fn main() {
         let got = fixture.decide(&header_request(value, SCOPED_PATH));
         let ok = match (expect, &got) {
             (Expect::Allow(sub), Decision::Allow(a)) => {
-                a.identity.as_ref().and_then(|i| i.subject.as_deref()) == Some(*sub)
+                a.identity.as_ref().and_then(|i| i.subject()) == Some(*sub)
             }
             (Expect::Deny(reason), Decision::Deny(d)) => d.reason == *reason,
             _ => false,

@@ -240,7 +240,7 @@ pub fn check_token_decision(decision: &Decision, required_scope: Option<&str>) {
     );
     if let Some(scope) = required_scope {
         assert!(
-            identity.scopes.iter().any(|s| s == scope),
+            identity.scopes().any(|s| s == scope),
             "allowed without the required scope {scope}: {identity:?}"
         );
     }

@@ -101,6 +101,15 @@ impl Fixture {
     }
 }
 
+/// The claim headers of an allow, as text.
+fn header_pairs(allow: &Allow) -> Vec<(&str, &str)> {
+    allow
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.to_str().expect("ascii")))
+        .collect()
+}
+
 fn deny_reason(d: Decision) -> Option<DenyReason> {
     match d {
         Decision::Allow(_) => None,
@@ -123,13 +132,8 @@ async fn a_valid_token_is_allowed_with_subject_and_issuer_headers() {
     let Decision::Allow(allow) = f.decide_token(&f.token(&claims())).await else {
         panic!("expected allow");
     };
-    let headers: Vec<_> = allow
-        .headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.to_str().expect("ascii")))
-        .collect();
     assert_eq!(
-        headers,
+        header_pairs(&allow),
         [("x-auth-subject", "alice"), ("x-auth-issuer", ISS)]
     );
     let identity = allow.identity.expect("identity");
@@ -1159,13 +1163,8 @@ async fn a_cache_hit_answers_the_same_identity_and_headers_as_the_first_check() 
     };
     assert_eq!(keys.lookups(), 1);
     assert_eq!(first, again);
-    let headers: Vec<(&str, &str)> = again
-        .headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.to_str().expect("ascii")))
-        .collect();
     assert_eq!(
-        headers,
+        header_pairs(&again),
         [
             ("x-sub", "alice"),
             ("x-roles", "a%2Cb,c"),
