@@ -12,7 +12,7 @@ use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::LogFormat;
-use crate::decision::{Decision, DenyReason, Frontend};
+use crate::decision::{Decision, Frontend};
 
 /// Decisions by `frontend`, `result` (allow/deny) and `reason`.
 pub const DECISIONS: &str = "authgate_decisions_total";
@@ -144,13 +144,10 @@ impl<T> Held<T> {
     }
 }
 
-/// Decision labels per frontend: allow anonymous, allow valid_token, then one per deny reason.
-const DECISION_LABELS: usize = 2 + DenyReason::ALL.len();
-
 /// The held handles of one frontend.
 #[derive(Debug)]
 struct FrontendMetrics {
-    decisions: [Held<Counter>; DECISION_LABELS],
+    decisions: [Held<Counter>; Decision::LABELS],
     duration: Held<Histogram>,
     shed: Held<Counter>,
 }
@@ -158,7 +155,7 @@ struct FrontendMetrics {
 impl FrontendMetrics {
     const fn new() -> Self {
         Self {
-            decisions: [const { Held::new() }; DECISION_LABELS],
+            decisions: [const { Held::new() }; Decision::LABELS],
             duration: Held::new(),
             shed: Held::new(),
         }
@@ -180,12 +177,7 @@ fn frontend_metrics(frontend: Frontend) -> &'static FrontendMetrics {
 /// `DECISION_DURATION`.
 pub fn record_decision(frontend: Frontend, decision: &Decision, took: Duration) {
     let m = frontend_metrics(frontend);
-    let index = match decision {
-        Decision::Allow(a) if a.identity.is_none() => 0,
-        Decision::Allow(_) => 1,
-        Decision::Deny(d) => 2 + d.reason as usize,
-    };
-    if let Some(counter) = m.decisions.get(index) {
+    if let Some(counter) = m.decisions.get(decision.label_index()) {
         counter
             .get(|| {
                 let (result, reason) = decision.labels();

@@ -438,12 +438,24 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// How many distinct label pairs [`Decision::labels`] gives.
+    pub const LABELS: usize = 2 + DenyReason::ALL.len();
+
     /// The `result` and `reason` labels of this decision.
     pub fn labels(&self) -> (&'static str, &'static str) {
         match self {
             Decision::Allow(a) if a.identity.is_none() => ("allow", "anonymous"),
             Decision::Allow(_) => ("allow", "valid_token"),
             Decision::Deny(d) => ("deny", d.reason.as_str()),
+        }
+    }
+
+    /// A number below [`Decision::LABELS`] per label pair, for metric handles held in an array.
+    pub fn label_index(&self) -> usize {
+        match self {
+            Decision::Allow(a) if a.identity.is_none() => 0,
+            Decision::Allow(_) => 1,
+            Decision::Deny(d) => 2 + d.reason as usize,
         }
     }
 }

@@ -1247,4 +1247,10 @@ fn metric_label_indexes_follow_the_declaration_order() {
     for (i, f) in Frontend::ALL.iter().enumerate() {
         assert_eq!(*f as usize, i, "{f:?}");
     }
+    // One index per label pair, each below Decision::LABELS.
+    let mut seen = std::collections::HashMap::new();
+    for d in DenyReason::ALL.map(|r| Decision::Deny(Deny::new(r))) {
+        assert!(d.label_index() >= 2 && d.label_index() < Decision::LABELS);
+        assert_eq!(seen.insert(d.label_index(), d.labels()), None, "{d:?}");
+    }
 }
