@@ -144,7 +144,13 @@ async fn respond(decider: &Decider, check: &CheckRequest) -> Response {
             // headers. Traefik and nginx drop owned headers by their own config (deploy/).
             if check.frontend == Frontend::EnvoyHttp
                 && !allow.headers_to_remove.is_empty()
-                && let Ok(value) = HeaderValue::from_str(&allow.headers_to_remove.join(", "))
+                && let Ok(value) = HeaderValue::from_str(
+                    &allow
+                        .headers_to_remove
+                        .iter()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                )
             {
                 headers.insert(ENVOY_HEADERS_TO_REMOVE, value);
             }

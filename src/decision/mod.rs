@@ -20,7 +20,7 @@ mod routes;
 
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use model::{
-    Allow, CheckRequest, Decision, Deny, DenyKind, DenyReason, Frontend, Identity,
+    Allow, CheckRequest, Decision, Deny, DenyKind, DenyReason, Frontend, Identity, Removals,
     could_pose_as_owned,
 };
 pub(crate) use routes::canonical_path;
@@ -67,7 +67,7 @@ pub struct Decider {
     clock: Arc<dyn Clock>,
     owned_headers: Arc<[HeaderName]>,
     /// The all-underscore and all-dot spellings of every owned header, worked out once.
-    owned_spellings: Vec<String>,
+    owned_spellings: Arc<[String]>,
     /// Every claim path a claim rule looks at, once: a verified token keeps the texts found at
     /// each, in this order.
     claim_paths: Vec<ClaimPath>,
@@ -117,7 +117,7 @@ impl Decider {
             issuers,
             clock,
             owned_headers,
-            owned_spellings,
+            owned_spellings: owned_spellings.into(),
             claim_paths,
         }
     }
@@ -242,7 +242,7 @@ impl Decider {
                     headers_to_remove: if req.frontend.removes_headers() {
                         self.headers_to_remove(&[], None, &req.header_names)
                     } else {
-                        Vec::new()
+                        Removals::default()
                     },
                     query_parameters_to_remove: Vec::new(),
                     identity: None,
@@ -526,7 +526,7 @@ impl Decider {
         let headers_to_remove = if frontend.removes_headers() {
             self.headers_to_remove(&headers, Some(source), header_names)
         } else {
-            Vec::new()
+            Removals::default()
         };
         let issuer = self
             .issuer_names
@@ -554,31 +554,32 @@ impl Decider {
         headers: &[(HeaderName, http::HeaderValue)],
         source: Option<TokenSource>,
         header_names: &[String],
-    ) -> Vec<String> {
-        let mut remove: Vec<String> = Vec::new();
-        let mut add = |name: String| {
-            if !remove.contains(&name) {
-                remove.push(name);
-            }
+    ) -> Removals {
+        let mut remove = Removals {
+            spellings: Arc::clone(&self.owned_spellings),
+            ..Removals::default()
         };
         for owned in self.owned_headers.iter() {
             let owned = owned.as_str();
-            if !headers.iter().any(|(name, _)| name == owned) {
-                add(owned.to_owned());
+            if !headers.iter().any(|(name, _)| name == owned) && !remove.contains(owned) {
+                remove.missing.push(owned.to_owned());
             }
-        }
-        for spelling in &self.owned_spellings {
-            add(spelling.clone());
         }
         for name in header_names {
             let lower = name.to_ascii_lowercase();
             let folded = lower.replace(['_', '.'], "-");
-            if folded != lower && self.owned_headers.iter().any(|o| o.as_str() == folded) {
-                add(lower);
+            if folded != lower
+                && self.owned_headers.iter().any(|o| o.as_str() == folded)
+                && !remove.contains(&lower)
+            {
+                remove.others.push(lower);
             }
         }
-        if self.config.token.strip_upstream && source == Some(TokenSource::Header) {
-            add("authorization".to_owned());
+        if self.config.token.strip_upstream
+            && source == Some(TokenSource::Header)
+            && !remove.contains("authorization")
+        {
+            remove.others.push("authorization".to_owned());
         }
         remove
     }

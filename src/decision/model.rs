@@ -405,6 +405,40 @@ impl Identity {
     }
 }
 
+/// Request headers an allow has the proxy remove (see [`Allow::headers_to_remove`]): the part
+/// every allow shares was worked out when the config was loaded and is shared, not copied.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Removals {
+    /// Owned headers without a value in this allow.
+    pub(crate) missing: Vec<String>,
+    /// The all-underscore and all-dot spellings of every owned header.
+    pub(crate) spellings: Arc<[String]>,
+    /// Other spellings of owned headers that the request carried, and `authorization` with
+    /// `strip_upstream`.
+    pub(crate) others: Vec<String>,
+}
+
+impl Removals {
+    /// Every header name to remove, each once.
+    pub fn iter(&self) -> impl Iterator<Item = &str> + Clone + '_ {
+        self.missing
+            .iter()
+            .chain(self.spellings.iter())
+            .chain(&self.others)
+            .map(String::as_str)
+    }
+
+    /// Whether there is nothing to remove.
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.spellings.is_empty() && self.others.is_empty()
+    }
+
+    /// Whether `name` is among them.
+    pub fn contains(&self, name: &str) -> bool {
+        self.iter().any(|n| n == name)
+    }
+}
+
 /// An allow.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Allow {
@@ -418,7 +452,7 @@ pub struct Allow {
     /// without a value here, every client-sent spelling that folds to an owned header
     /// (`x_auth_subject`, `x.auth.subject`), and with `strip_upstream` the `authorization` header
     /// that carried the token.
-    pub headers_to_remove: Vec<String>,
+    pub headers_to_remove: Removals,
     /// Query parameters the proxy must remove: the one that carried the token, with
     /// `strip_upstream`.
     pub query_parameters_to_remove: Vec<String>,

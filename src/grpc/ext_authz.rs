@@ -3,21 +3,19 @@
 //! `CheckResponse` (the RPC itself is OK), so Envoy denies even with `failure_mode_allow: true`;
 //! for the same reason a message that does not decode becomes a denied check, not an RPC error.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::{
     CheckRequest as EnvoyCheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
-    HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+    HeaderValue, HeaderValueOption, HttpResponse, HttpStatus,
 };
 use envoy_types::pb::envoy::config::core::v3::address;
-use envoy_types::pb::google::protobuf::{ListValue, Struct, Value as PbValue, value::Kind};
 use envoy_types::pb::google::rpc;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
-use super::MAX_MESSAGE_BYTES;
+use super::{MAX_MESSAGE_BYTES, check_response};
 use crate::decision::{
-    Allow, CheckRequest, Decider, Decision, Deny, Frontend, Identity, could_pose_as_owned,
+    Allow, CheckRequest, Decider, Decision, Deny, Frontend, could_pose_as_owned,
 };
 use crate::deny;
 use crate::server::PeerAddr;
@@ -39,7 +37,7 @@ impl ExtAuthzServer {
         Self { decider }
     }
 
-    async fn check(&self, request: Request<EnvoyCheckRequest>) -> CheckResponse {
+    async fn check(&self, request: Request<EnvoyCheckRequest>) -> Reply {
         let config = self.decider.config();
         let check = CheckRequest {
             // Trust is a property of the connection (the proxy), not of the addresses inside
@@ -48,8 +46,8 @@ impl ExtAuthzServer {
             ..to_check_request(request.get_ref(), config.limits.max_header_bytes)
         };
         match self.decider.decide(&check).await {
-            Decision::Allow(allow) => allow_response(allow),
-            Decision::Deny(deny) => deny_response(&deny, &config.http.realm),
+            Decision::Allow(allow) => Reply::Allow(allow),
+            Decision::Deny(deny) => Reply::Message(deny_response(&deny, &config.http.realm)),
         }
     }
 }
@@ -168,55 +166,39 @@ fn deny_response(deny: &Deny, realm: &str) -> CheckResponse {
     }
 }
 
-fn string_value(s: &str) -> PbValue {
-    PbValue {
-        kind: Some(Kind::StringValue(s.to_owned())),
-    }
+/// What a Check answers: an allow, written by [`check_response`] straight from the decision,
+/// or a message built the generated way (denials).
+#[derive(Debug)]
+enum Reply {
+    Allow(Allow),
+    Message(CheckResponse),
 }
 
-/// `subject`, `issuer` and `scopes` for Envoy's dynamic metadata (access logs, RBAC).
-fn identity_metadata(identity: &Identity) -> Struct {
-    let mut fields = HashMap::new();
-    if let Some(sub) = identity.subject() {
-        fields.insert("subject".to_owned(), string_value(sub));
-    }
-    fields.insert("issuer".to_owned(), string_value(identity.issuer()));
-    fields.insert(
-        "scopes".to_owned(),
-        PbValue {
-            kind: Some(Kind::ListValue(ListValue {
-                values: identity.scopes().map(string_value).collect(),
-            })),
-        },
-    );
-    Struct { fields }
-}
+/// Encodes [`Reply`]s.
+#[derive(Debug, Default)]
+struct ReplyEncoder;
 
-fn allow_response(allow: Allow) -> CheckResponse {
-    let headers = allow
-        .headers
-        .iter()
-        .filter_map(|(name, value)| Some(header(name.as_str(), value.to_str().ok()?)))
-        .collect();
-    CheckResponse {
-        status: Some(rpc::Status {
-            code: Code::Ok as i32,
-            message: String::new(),
-            details: Vec::new(),
-        }),
-        http_response: Some(HttpResponse::OkResponse(
-            #[allow(
-                deprecated,
-                reason = "dynamic_metadata inside OkHttpResponse is deprecated; the top-level one is set"
-            )]
-            OkHttpResponse {
-                headers,
-                headers_to_remove: allow.headers_to_remove,
-                query_parameters_to_remove: allow.query_parameters_to_remove,
-                ..OkHttpResponse::default()
-            },
-        )),
-        dynamic_metadata: allow.identity.as_ref().map(identity_metadata),
+impl tonic::codec::Encoder for ReplyEncoder {
+    type Item = Reply;
+    type Error = Status;
+
+    fn encode(
+        &mut self,
+        reply: Reply,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), Status> {
+        match reply {
+            Reply::Allow(allow) => {
+                buf.reserve(check_response::encoded_len(&allow));
+                check_response::encode(&allow, buf);
+            }
+            Reply::Message(message) => {
+                buf.reserve(prost::Message::encoded_len(&message));
+                prost::Message::encode(&message, buf)
+                    .map_err(|error| Status::internal(error.to_string()))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -252,13 +234,13 @@ impl tonic::codec::Decoder for LenientDecoder {
 struct LenientCodec;
 
 impl tonic::codec::Codec for LenientCodec {
-    type Encode = CheckResponse;
+    type Encode = Reply;
     type Decode = EnvoyCheckRequest;
-    type Encoder = tonic_prost::ProstEncoder<CheckResponse>;
+    type Encoder = ReplyEncoder;
     type Decoder = LenientDecoder;
 
     fn encoder(&mut self) -> Self::Encoder {
-        tonic_prost::ProstEncoder::new(tonic::codec::BufferSettings::default())
+        ReplyEncoder
     }
 
     fn decoder(&mut self) -> Self::Decoder {
@@ -269,8 +251,8 @@ impl tonic::codec::Codec for LenientCodec {
 struct CheckMethod(ExtAuthzServer);
 
 impl tonic::server::UnaryService<EnvoyCheckRequest> for CheckMethod {
-    type Response = CheckResponse;
-    type Future = tonic::codegen::BoxFuture<Response<CheckResponse>, Status>;
+    type Response = Reply;
+    type Future = tonic::codegen::BoxFuture<Response<Reply>, Status>;
 
     fn call(&mut self, request: Request<EnvoyCheckRequest>) -> Self::Future {
         let server = self.0.clone();

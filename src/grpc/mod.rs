@@ -4,6 +4,7 @@
 //! every other port (`server.rs`). Each RPC converts in to the core and out from its
 //! `Decision`; nothing here decides.
 
+mod check_response;
 pub mod ext_authz;
 pub mod token_service;
 
