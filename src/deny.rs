@@ -135,7 +135,13 @@ pub fn answer(deny: &Deny, frontend: Frontend, realm: &str) -> DenyAnswer {
     let status = status(deny.kind(), profile(frontend));
     // A 401 must carry a challenge (RFC 9110 §15.5.2), whatever the kind that led to it.
     let challenge = (row.challenge || status == StatusCode::UNAUTHORIZED).then(|| {
-        let mut value = format!("Bearer realm=\"{realm}\"");
+        let mut value = if deny.basic_challenge && status == StatusCode::UNAUTHORIZED {
+            // RFC 9110 §11.6.1: several challenges in one field, comma-separated (one field,
+            // because nginx's auth_request_set copies only the first).
+            format!("Basic realm=\"{realm}\", charset=\"UTF-8\", Bearer realm=\"{realm}\"")
+        } else {
+            format!("Bearer realm=\"{realm}\"")
+        };
         if let Some((error, description)) = row.error {
             value.push_str(&format!(
                 ", error=\"{error}\", error_description=\"{description}\""

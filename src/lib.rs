@@ -20,6 +20,7 @@ pub mod config;
 pub mod decision;
 pub mod demo;
 pub mod deny;
+pub mod exchange;
 // Wrappers for the cargo-fuzz targets in fuzz/; not part of the supported API.
 #[doc(hidden)]
 pub mod fuzzing;

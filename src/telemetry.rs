@@ -34,6 +34,12 @@ pub const VERIFIED_CACHE_EVICTIONS: &str = "authgate_verified_cache_evictions_to
 pub const VERIFIED_CACHE_ENTRIES: &str = "authgate_verified_cache_entries";
 /// Bytes the verified-token cache holds, by its own estimate.
 pub const VERIFIED_CACHE_BYTES: &str = "authgate_verified_cache_bytes";
+/// Password-grant exchanges at a token endpoint, by `result` (success, refused, unavailable,
+/// rate_limited).
+pub const PASSWORD_GRANTS: &str = "authgate_password_grant_exchanges_total";
+/// Basic credentials answered from the password-grant cache (or a running exchange), by
+/// `result` (hit, miss).
+pub const PASSWORD_GRANT_CACHE: &str = "authgate_password_grant_cache_lookups_total";
 /// Checks shed by the concurrency limit, by `frontend`.
 pub const SHED: &str = "authgate_checks_shed_total";
 /// Open client connections, by `listener` (http, grpc, admin).
@@ -112,6 +118,14 @@ fn describe() {
         VERIFIED_CACHE_BYTES,
         Unit::Bytes,
         "Bytes the verified-token cache holds (its own estimate)"
+    );
+    describe_counter!(
+        PASSWORD_GRANTS,
+        "Password-grant exchanges by result (success, refused, unavailable, rate_limited)"
+    );
+    describe_counter!(
+        PASSWORD_GRANT_CACHE,
+        "Basic credentials answered from remembered exchanges (hit) or exchanged (miss)"
     );
     describe_counter!(SHED, "Checks shed by the concurrency limit");
     describe_gauge!(
@@ -207,6 +221,17 @@ pub fn record_verified_cache(hit: bool) {
         VERIFIED_MISSES.get(|| metrics::counter!(VERIFIED_CACHE, "result" => "miss"))
     };
     counter.increment(1);
+}
+
+/// One password-grant exchange and its `result`. Rare next to checks: looked up by label.
+pub fn record_password_grant(result: &'static str) {
+    metrics::counter!(PASSWORD_GRANTS, "result" => result).increment(1);
+}
+
+/// One look into the password-grant cache.
+pub fn record_password_grant_cache(hit: bool) {
+    let result = if hit { "hit" } else { "miss" };
+    metrics::counter!(PASSWORD_GRANT_CACHE, "result" => result).increment(1);
 }
 
 /// Entries the verified-token cache dropped.

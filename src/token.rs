@@ -16,6 +16,8 @@ pub enum TokenSource {
     Query,
     /// Handed over as it is by a caller that is not a proxy (`TokenService/Verify`).
     Caller,
+    /// Exchanged for the request's HTTP Basic credentials (password grant).
+    Password,
 }
 
 /// A token and where it came from.
@@ -114,6 +116,29 @@ pub fn split_joined_credentials(value: &[u8]) -> Vec<Vec<u8>> {
         }
     }
     credentials
+}
+
+/// The HTTP Basic credentials (RFC 7617) of an `Authorization` value: `None` for another
+/// scheme, `Err` for a Basic credential that is not base64 of UTF-8 `user:password` with a
+/// non-empty user and no control characters.
+pub fn basic_credentials(value: &[u8]) -> Option<Result<(String, String), DenyReason>> {
+    use base64::Engine as _;
+    let text = std::str::from_utf8(value).ok()?.trim_matches(' ');
+    let (scheme, rest) = text.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let parsed = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim_start_matches(' '))
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|pair| {
+            let (user, password) = pair.split_once(':')?;
+            let printable = |s: &str| !s.chars().any(char::is_control);
+            (!user.is_empty() && printable(user) && printable(password))
+                .then(|| (user.to_owned(), password.to_owned()))
+        });
+    Some(parsed.ok_or(DenyReason::MalformedAuthorization))
 }
 
 /// The token in this request, `Ok(None)` when there is none.

@@ -54,9 +54,18 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// HTTP endpoint settings.
     pub http: HttpConfig,
+    /// The header in which a proxy passes the client certificate.
+    pub client_cert_header: Option<http::HeaderName>,
+    /// Bounds of the password grant.
+    pub password_grant: PasswordGrantConfig,
 }
 
 impl Config {
+    /// The issuer whose token endpoint exchanges Basic credentials, if any (at most one).
+    pub fn password_issuer(&self) -> Option<usize> {
+        self.issuers.iter().position(|i| i.auth_methods.password)
+    }
+
     /// Whether `peer` may describe the original request (see `trusted_proxies`). With no list
     /// every peer may; with one, a peer whose address is unknown may not.
     pub fn trusts_peer(&self, peer: Option<std::net::IpAddr>) -> bool {
@@ -133,6 +142,90 @@ pub struct IssuerConfig {
     pub audiences: Vec<String>,
     /// Whether plain-http fetches are allowed for this issuer.
     pub allow_http: bool,
+    /// How requests may authenticate against this issuer.
+    pub auth_methods: AuthMethods,
+    /// authgate's client at this issuer's token endpoint, when configured.
+    pub client: Option<ClientConfig>,
+    /// The configured token endpoint (`None`: from discovery).
+    pub token_endpoint: Option<String>,
+    /// Certificate-bound tokens (RFC 8705).
+    pub proof_of_possession_mtls: PopMtls,
+}
+
+/// `auth_methods` of an issuer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthMethods {
+    /// Bearer tokens the issuer issued are accepted.
+    pub bearer: bool,
+    /// HTTP Basic credentials are exchanged at the issuer's token endpoint (password grant).
+    pub password: bool,
+}
+
+impl Default for AuthMethods {
+    fn default() -> Self {
+        Self {
+            bearer: true,
+            password: false,
+        }
+    }
+}
+
+/// How authgate authenticates as a client at a token endpoint.
+#[derive(Debug, Clone)]
+pub enum ClientAuth {
+    /// `client_secret_basic`: HTTP Basic with the form-encoded id and secret (RFC 6749 §2.3.1).
+    SecretBasic(Secret),
+    /// `client_secret_post`: `client_id` and `client_secret` in the form body.
+    SecretPost(Secret),
+    /// `private_key_jwt`: a JWT signed with this key in `client_assertion` (RFC 7523).
+    PrivateKeyJwt(crate::demo::signing::SigningKey),
+}
+
+impl ClientAuth {
+    /// The method's name, as the config and discovery documents spell it.
+    pub fn method(&self) -> &'static str {
+        match self {
+            ClientAuth::SecretBasic(_) => "client_secret_basic",
+            ClientAuth::SecretPost(_) => "client_secret_post",
+            ClientAuth::PrivateKeyJwt(_) => "private_key_jwt",
+        }
+    }
+}
+
+/// authgate's client at an issuer.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `client_id`.
+    pub id: String,
+    /// How it authenticates.
+    pub auth: ClientAuth,
+}
+
+/// `proof_of_possession_mtls`: certificate-bound access tokens (RFC 8705 §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PopMtls {
+    /// Not checked.
+    #[default]
+    Off,
+    /// A token with `cnf.x5t#S256` needs the matching client certificate.
+    Optional,
+    /// Every token needs `cnf.x5t#S256` and the matching client certificate.
+    Strict,
+}
+
+/// Bounds of the password grant.
+#[derive(Debug, Clone)]
+pub struct PasswordGrantConfig {
+    /// Remembered exchanges at most.
+    pub cache_capacity: usize,
+    /// A remembered token is replaced this long before it expires.
+    pub refresh_before: Duration,
+    /// How long a refused exchange is remembered.
+    pub negative_ttl: Duration,
+    /// Exchanges per user name per minute at most.
+    pub max_exchanges_per_minute: usize,
+    /// Extra form parameters of the token request.
+    pub params: Vec<(String, String)>,
 }
 
 /// How `aud` is matched against the configured audiences.

@@ -68,6 +68,14 @@ pub const DEFAULT_VERIFIED_CACHE_TTL: Duration = Duration::from_secs(300);
 pub const DEFAULT_ENVOY_PREFIX: &str = "/envoy";
 /// Realm in `WWW-Authenticate` challenges.
 pub const DEFAULT_REALM: &str = "authgate";
+/// Default bound on remembered password-grant exchanges.
+pub const DEFAULT_PASSWORD_GRANT_CACHE_CAPACITY: usize = 10_000;
+/// Default time before expiry at which a remembered exchanged token is replaced.
+pub const DEFAULT_PASSWORD_GRANT_REFRESH_BEFORE: Duration = Duration::from_secs(30);
+/// Default time a refused exchange is remembered.
+pub const DEFAULT_PASSWORD_GRANT_NEGATIVE_TTL: Duration = Duration::from_secs(10);
+/// Default bound on exchanges per user name per minute.
+pub const DEFAULT_PASSWORD_GRANT_MAX_PER_MINUTE: usize = 10;
 /// Default query parameter carrying a token when the query source is enabled.
 pub const DEFAULT_QUERY_PARAMETER: &str = "access_token";
 
@@ -130,6 +138,13 @@ pub struct RawConfig {
     /// HTTP endpoint settings.
     #[serde(default)]
     pub http: RawHttp,
+    /// The request header in which a proxy passes the client's TLS certificate (URL-encoded
+    /// PEM, or PEM or base64 DER), for certificate-bound tokens on `/auth`, `/auth/nginx` and
+    /// `/envoy/*`; believed from `trusted_proxies` only.
+    pub client_cert_header: Option<String>,
+    /// Bounds of the password grant.
+    #[serde(default)]
+    pub password_grant: RawPasswordGrant,
 }
 
 /// `listen:` section.
@@ -177,6 +192,67 @@ pub struct RawIssuer {
     /// Allow `http://` URLs for a non-loopback issuer (never do this in production).
     #[serde(default)]
     pub allow_http: bool,
+    /// How requests may authenticate against this issuer: `bearer` (a token it issued) and
+    /// `password` (HTTP Basic credentials exchanged at its token endpoint). Default `[bearer]`.
+    pub auth_methods: Option<Vec<String>>,
+    /// The client id authgate uses at this issuer's token endpoint.
+    pub client_id: Option<String>,
+    /// `client_secret_basic`, `client_secret_post` or `private_key_jwt` (default: basic with a
+    /// secret, private_key_jwt with a key).
+    pub client_auth: Option<String>,
+    /// The client secret (for `client_secret_*`).
+    pub client_secret: Option<Secret>,
+    /// A file holding the client secret (trailing newline ignored).
+    pub client_secret_file: Option<PathBuf>,
+    /// A file holding the client's private JWK (for `private_key_jwt`); its `alg` and `kid`
+    /// are used.
+    pub client_jwk_file: Option<PathBuf>,
+    /// The token endpoint; default: the discovery document's `token_endpoint`.
+    pub token_endpoint: Option<String>,
+    /// Certificate-bound tokens (RFC 8705): `off` (default), `optional` (a token with
+    /// `cnf.x5t#S256` needs the matching client certificate) or `strict` (every token needs
+    /// one).
+    pub proof_of_possession_mtls: Option<String>,
+}
+
+/// A secret from the config file; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `secret`.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// `password_grant:` section: bounds of the exchange of Basic credentials for tokens.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPasswordGrant {
+    /// Exchanged tokens and failed exchanges remembered at most (default 10000).
+    pub cache_capacity: Option<usize>,
+    /// A remembered token is exchanged anew this long before it expires (default 30s).
+    pub refresh_before: Option<String>,
+    /// How long a refused exchange (wrong password) is remembered (default 10s).
+    pub negative_ttl: Option<String>,
+    /// Exchanges per user name per minute at most (default 10); more are answered
+    /// `unavailable` without asking the IdP.
+    pub max_exchanges_per_minute: Option<usize>,
+    /// Extra form parameters of the token request, e.g. `{scope: "openid api"}`.
+    pub params: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// `token:` section.

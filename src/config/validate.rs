@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use super::raw::*;
 use super::{
-    AudienceMatch, ClaimHeaderConfig, Config, ConfigError, FieldError, HttpConfig, IssuerConfig,
-    KeyCacheConfig, KeySourceConfig, Limits, Listen, LogConfig, LogFormat, PathMatch, Requirement,
-    Route, RouteAction, ShutdownConfig, TokenConfig, VerifiedCacheConfig, VerifyConfig,
+    AudienceMatch, AuthMethods, ClaimHeaderConfig, ClientAuth, ClientConfig, Config, ConfigError,
+    FieldError, HttpConfig, IssuerConfig, KeyCacheConfig, KeySourceConfig, Limits, Listen,
+    LogConfig, LogFormat, PasswordGrantConfig, PathMatch, PopMtls, Requirement, Route, RouteAction,
+    ShutdownConfig, TokenConfig, VerifiedCacheConfig, VerifyConfig,
 };
 use crate::claims::{ClaimPath, ClaimRequirement};
+use crate::demo::signing::SigningKey;
 use crate::verify::Alg;
 
 /// Upper bound of every duration setting.
@@ -44,6 +46,11 @@ impl RawConfig {
             limits: limits(&raw.limits, &mut p),
             shutdown: shutdown(&raw.shutdown, &mut p),
             http: http(&raw.http, &mut p),
+            client_cert_header: raw
+                .client_cert_header
+                .as_deref()
+                .and_then(|name| header_name(&mut p, "client_cert_header", name)),
+            password_grant: password_grant(&raw.password_grant, &mut p),
         };
         if p.0.is_empty() {
             Ok(config)
@@ -170,15 +177,228 @@ fn issuers(config: &RawConfig, p: &mut Problems) -> Vec<IssuerConfig> {
                      a token must be checked for its audience",
                 );
         }
+        let auth_methods = auth_methods(raw, &f, p);
+        let client = client(raw, &f, p);
+        if auth_methods.password && client.is_none() && raw.client_id.is_none() {
+            p.add(
+                format!("{f}.client_id"),
+                "the password method needs client_id (and its client authentication)",
+            );
+        }
+        if let Some(endpoint) = &raw.token_endpoint {
+            check_url(p, &format!("{f}.token_endpoint"), endpoint, raw.allow_http);
+        } else if auth_methods.password && source != KeySourceConfig::Discovery {
+            p.add(
+                format!("{f}.token_endpoint"),
+                "the password method needs token_endpoint when keys do not come from discovery",
+            );
+        }
+        if auth_methods.password
+            && let Some(first) = issuers.iter().position(|i| i.auth_methods.password)
+        {
+            p.add(
+                format!("{f}.auth_methods"),
+                format!(
+                    "only one issuer may use the password method (issuers[{first}] does): \
+                     Basic credentials do not say which issuer to ask"
+                ),
+            );
+        }
+        let proof_of_possession_mtls = match raw.proof_of_possession_mtls.as_deref() {
+            None | Some("off") => PopMtls::Off,
+            Some("optional") => PopMtls::Optional,
+            Some("strict") => PopMtls::Strict,
+            Some(other) => {
+                p.add(
+                    format!("{f}.proof_of_possession_mtls"),
+                    format!("{other:?} is not off, optional or strict"),
+                );
+                PopMtls::Off
+            }
+        };
         issuers.push(IssuerConfig {
             issuer,
             source,
             algorithms,
             audiences,
             allow_http: raw.allow_http,
+            auth_methods,
+            client,
+            token_endpoint: raw.token_endpoint.clone(),
+            proof_of_possession_mtls,
         });
     }
     issuers
+}
+
+/// An issuer's `auth_methods`.
+fn auth_methods(raw: &RawIssuer, f: &str, p: &mut Problems) -> AuthMethods {
+    let Some(names) = &raw.auth_methods else {
+        return AuthMethods::default();
+    };
+    let mut methods = AuthMethods {
+        bearer: false,
+        password: false,
+    };
+    if names.is_empty() {
+        p.add(format!("{f}.auth_methods"), "must name at least one method");
+        return AuthMethods::default();
+    }
+    for (i, name) in names.iter().enumerate() {
+        match name.as_str() {
+            "bearer" => methods.bearer = true,
+            "password" => methods.password = true,
+            other => p.add(
+                format!("{f}.auth_methods[{i}]"),
+                format!("{other:?} is not bearer or password"),
+            ),
+        }
+    }
+    methods
+}
+
+/// An issuer's client settings: `None` when no `client_id` is given (then none of the others
+/// may be), or when they are unusable (each problem reported with its field).
+fn client(raw: &RawIssuer, f: &str, p: &mut Problems) -> Option<ClientConfig> {
+    let secret_given = raw.client_secret.is_some() || raw.client_secret_file.is_some();
+    let Some(id) = &raw.client_id else {
+        if raw.client_auth.is_some() || secret_given || raw.client_jwk_file.is_some() {
+            p.add(
+                format!("{f}.client_id"),
+                "is required with client_auth, client_secret, client_secret_file or client_jwk_file",
+            );
+        }
+        return None;
+    };
+    if id.is_empty() {
+        p.add(format!("{f}.client_id"), "must not be empty");
+        return None;
+    }
+    let method = match raw.client_auth.as_deref() {
+        Some(method) => method,
+        None if raw.client_jwk_file.is_some() => "private_key_jwt",
+        None if secret_given => "client_secret_basic",
+        None => {
+            p.add(
+                format!("{f}.client_auth"),
+                "client_id needs a client authentication: client_secret, client_secret_file \
+                 or client_jwk_file",
+            );
+            return None;
+        }
+    };
+    let auth = match method {
+        "client_secret_basic" | "client_secret_post" => {
+            if raw.client_jwk_file.is_some() {
+                p.add(
+                    format!("{f}.client_jwk_file"),
+                    format!("goes with private_key_jwt, not {method}"),
+                );
+            }
+            let secret = client_secret(raw, f, p)?;
+            if method == "client_secret_basic" {
+                ClientAuth::SecretBasic(secret)
+            } else {
+                ClientAuth::SecretPost(secret)
+            }
+        }
+        "private_key_jwt" => {
+            if secret_given {
+                p.add(
+                    format!("{f}.client_secret"),
+                    "goes with client_secret_basic or client_secret_post, not private_key_jwt",
+                );
+            }
+            ClientAuth::PrivateKeyJwt(client_key(raw, f, p)?)
+        }
+        other => {
+            p.add(
+                format!("{f}.client_auth"),
+                format!(
+                    "{other:?} is not client_secret_basic, client_secret_post or private_key_jwt"
+                ),
+            );
+            return None;
+        }
+    };
+    Some(ClientConfig {
+        id: id.clone(),
+        auth,
+    })
+}
+
+/// The client secret, from the config or its file.
+fn client_secret(raw: &RawIssuer, f: &str, p: &mut Problems) -> Option<Secret> {
+    let secret = match (&raw.client_secret, &raw.client_secret_file) {
+        (Some(_), Some(_)) => {
+            p.add(
+                format!("{f}.client_secret"),
+                "give client_secret or client_secret_file, not both",
+            );
+            return None;
+        }
+        (Some(secret), None) => secret.clone(),
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(text) => Secret::new(text.trim_end_matches(['\r', '\n'])),
+            Err(e) => {
+                p.add(
+                    format!("{f}.client_secret_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                return None;
+            }
+        },
+        (None, None) => {
+            p.add(
+                format!("{f}.client_secret"),
+                "client_secret_basic and client_secret_post need client_secret or client_secret_file",
+            );
+            return None;
+        }
+    };
+    if secret.expose().is_empty() {
+        p.add(format!("{f}.client_secret"), "must not be empty");
+        return None;
+    }
+    Some(secret)
+}
+
+/// The client's private signing key, from `client_jwk_file` (one JWK, or a JWKS of one key).
+fn client_key(raw: &RawIssuer, f: &str, p: &mut Problems) -> Option<SigningKey> {
+    let field = format!("{f}.client_jwk_file");
+    let Some(path) = &raw.client_jwk_file else {
+        p.add(
+            field,
+            "private_key_jwt needs the client's private key (a JWK file)",
+        );
+        return None;
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            p.add(field, format!("cannot read {}: {e}", path.display()));
+            return None;
+        }
+    };
+    let Ok(jwk) = serde_json::from_str::<serde_json::Value>(&text) else {
+        p.add(field, format!("{} is not JSON", path.display()));
+        return None;
+    };
+    let jwk = match jwk.get("keys").and_then(serde_json::Value::as_array) {
+        Some(keys) if keys.len() == 1 => keys[0].clone(),
+        Some(_) => {
+            p.add(field, "a JWKS here must hold exactly one key");
+            return None;
+        }
+        None => jwk,
+    };
+    match SigningKey::from_private_jwk(&jwk) {
+        Ok(key) => Some(key),
+        Err(e) => {
+            p.add(field, format!("{}: {e}", path.display()));
+            None
+        }
+    }
 }
 
 fn verify(raw: &RawConfig, p: &mut Problems) -> VerifyConfig {
@@ -411,6 +631,52 @@ fn verified_cache(raw: &RawVerifiedCache, p: &mut Problems) -> VerifiedCacheConf
         p.add("verified_cache.ttl", "must be greater than 0");
     }
     verified_cache
+}
+
+fn password_grant(raw: &RawPasswordGrant, p: &mut Problems) -> PasswordGrantConfig {
+    let params: Vec<(String, String)> =
+        raw.params.clone().unwrap_or_default().into_iter().collect();
+    for (name, _) in &params {
+        // These carry the grant and the client's authentication; the config cannot set them.
+        const RESERVED: [&str; 7] = [
+            "grant_type",
+            "username",
+            "password",
+            "client_id",
+            "client_secret",
+            "client_assertion",
+            "client_assertion_type",
+        ];
+        if RESERVED.contains(&name.as_str()) {
+            p.add(
+                format!("password_grant.params.{name}"),
+                "is set by authgate itself",
+            );
+        }
+    }
+    PasswordGrantConfig {
+        cache_capacity: p.positive(
+            "password_grant.cache_capacity",
+            raw.cache_capacity,
+            DEFAULT_PASSWORD_GRANT_CACHE_CAPACITY,
+        ),
+        refresh_before: p.duration(
+            "password_grant.refresh_before",
+            raw.refresh_before.as_ref(),
+            DEFAULT_PASSWORD_GRANT_REFRESH_BEFORE,
+        ),
+        negative_ttl: p.duration(
+            "password_grant.negative_ttl",
+            raw.negative_ttl.as_ref(),
+            DEFAULT_PASSWORD_GRANT_NEGATIVE_TTL,
+        ),
+        max_exchanges_per_minute: p.positive(
+            "password_grant.max_exchanges_per_minute",
+            raw.max_exchanges_per_minute,
+            DEFAULT_PASSWORD_GRANT_MAX_PER_MINUTE,
+        ),
+        params,
+    }
 }
 
 fn limits(raw: &RawLimits, p: &mut Problems) -> Limits {

@@ -39,9 +39,10 @@ use crate::claims::{
     ClaimPath, ClaimRequirement, claim_header_values, granted_scopes, header_value, rule_texts,
 };
 use crate::config::{AudienceMatch, Config, IssuerConfig, Requirement, RouteAction};
+use crate::exchange::{ExchangeError, PasswordGrant};
 use crate::keys::{KeyHealth, KeyLookup, KeySource};
 use crate::telemetry;
-use crate::token::{FoundToken, TokenSource, find_token};
+use crate::token::{FoundToken, TokenSource, basic_credentials, find_token};
 use crate::verify::{FormatError, numeric_date, parse_compact, signature_valid};
 use cache::{TextsBuilder, Times, VerifiedCache, VerifiedToken};
 use routes::RouteTable;
@@ -72,6 +73,8 @@ pub struct Decider {
     /// each, in this order.
     claim_paths: Vec<ClaimPath>,
     verified: Option<VerifiedCache>,
+    /// The issuer that exchanges Basic credentials, and its grant.
+    password: Option<(usize, PasswordGrant)>,
 }
 
 impl Decider {
@@ -105,7 +108,14 @@ impl Decider {
                 claim_paths.push(rule.path.clone());
             }
         }
+        let password = config.password_issuer().and_then(|i| {
+            let issuer = config.issuers.get(i)?.clone();
+            let grant =
+                PasswordGrant::new(issuer, config.password_grant.clone(), config.keys.clone());
+            Some((i, grant))
+        });
         Self {
+            password,
             routes: RouteTable::new(&config.routes),
             verified: VerifiedCache::new(&config.verified_cache),
             limiter: Semaphore::new(config.limits.max_concurrent_checks),
@@ -154,8 +164,10 @@ impl Decider {
         } else {
             Cow::Owned(req.without_forwarded_attributes())
         };
-        let decision = self.bounded(req.frontend, self.decide_request(&req)).await;
-        if let Decision::Deny(d) = &decision {
+        let mut decision = self.bounded(req.frontend, self.decide_request(&req)).await;
+        if let Decision::Deny(d) = &mut decision {
+            // Where Basic credentials are exchanged, a 401 says so.
+            d.basic_challenge = self.password.is_some();
             tracing::debug!(
                 frontend = req.frontend.as_str(),
                 reason = d.reason.as_str(),
@@ -252,12 +264,91 @@ impl Decider {
         };
         let found = match find_token(req, &self.config.token) {
             Ok(Some(found)) => found,
-            Ok(None) => return Decision::Deny(Deny::new(DenyReason::MissingToken)),
+            Ok(None) => return self.password_check(req, route_req).await,
             Err(reason) => return Decision::Deny(Deny::new(reason)),
         };
         self.verify(found, route_req, &req.header_names, req.frontend)
             .await
             .into()
+    }
+
+    /// A request without a token: where an issuer takes the password method and the request
+    /// carries HTTP Basic credentials, they are exchanged at its token endpoint and the token
+    /// is verified like a bearer token; the allow hands it to the upstream as
+    /// `Authorization: Bearer`. Otherwise there is no token.
+    async fn password_check(
+        &self,
+        req: &CheckRequest,
+        route_req: Option<&Requirement>,
+    ) -> Decision {
+        let missing = Decision::Deny(Deny::new(DenyReason::MissingToken));
+        let Some((_, grant)) = &self.password else {
+            return missing;
+        };
+        let (user, password) = match req.authorization.as_slice() {
+            [value] => match basic_credentials(value) {
+                Some(Ok(pair)) => pair,
+                Some(Err(reason)) => return Decision::Deny(Deny::new(reason)),
+                None => return missing,
+            },
+            [] => return missing,
+            _ => return Decision::Deny(Deny::new(DenyReason::MultipleTokens)),
+        };
+        let token = match grant.token(&user, &password).await {
+            Ok(token) => token,
+            Err(error) => {
+                let reason = match error {
+                    ExchangeError::Refused => DenyReason::InvalidCredentials,
+                    ExchangeError::Unavailable => DenyReason::TokenEndpointUnavailable,
+                    ExchangeError::RateLimited => DenyReason::PasswordRateLimited,
+                };
+                return Decision::Deny(Deny {
+                    retry_after: error.retry_after(),
+                    ..Deny::new(reason)
+                });
+            }
+        };
+        let found = FoundToken {
+            token: Cow::Borrowed(&token),
+            source: TokenSource::Password,
+        };
+        match self
+            .verify(found, route_req, &req.header_names, req.frontend)
+            .await
+        {
+            Ok(mut allow) => {
+                match http::HeaderValue::from_str(&format!("Bearer {token}")) {
+                    Ok(value) => allow.headers.push((http::header::AUTHORIZATION, value)),
+                    Err(_) => return Decision::Deny(Deny::new(DenyReason::MalformedToken)),
+                }
+                Decision::Allow(allow)
+            }
+            Err(deny) => {
+                // A token that does not verify now will not later (or has expired): the next
+                // request exchanges anew, within the per-user bound.
+                if deny.kind() == DenyKind::InvalidToken {
+                    grant.forget(&user, &password);
+                }
+                Decision::Deny(deny)
+            }
+        }
+    }
+
+    /// Whether tokens of `issuer` may come from `source`: exchanged ones only from the password
+    /// issuer, others only from an issuer that takes bearer tokens.
+    fn check_auth_method(&self, issuer: usize, source: TokenSource) -> Result<(), Deny> {
+        let allowed = match source {
+            TokenSource::Password => self.password.as_ref().is_some_and(|(i, _)| *i == issuer),
+            TokenSource::Header | TokenSource::Query | TokenSource::Caller => self
+                .issuers
+                .get(issuer)
+                .is_some_and(|i| i.config.auth_methods.bearer),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(DenyReason::IssuerNotAllowed.into())
+        }
     }
 
     /// Verifies a found token against the issuer, the top-level requirement and the route's: from
@@ -316,6 +407,7 @@ impl Decider {
                 verified
             }
         };
+        self.check_auth_method(verified.issuer, found.source)?;
         self.authorize(&verified, &requirements)?;
         Ok(self.allow(verified, found.source, header_names, frontend))
     }

@@ -195,6 +195,12 @@ pub enum DenyReason {
     Overloaded,
     /// The decision failed inside authgate (a bug); denied, never allowed.
     InternalError,
+    /// The issuer's token endpoint refused the request's Basic credentials (password grant).
+    InvalidCredentials,
+    /// The token endpoint is unreachable, slow, failing, or refused authgate's own client.
+    TokenEndpointUnavailable,
+    /// The user name has used its password-grant exchanges for this minute.
+    PasswordRateLimited,
 }
 
 /// How a denial is presented; `deny.rs` maps each kind once to every protocol's answer.
@@ -228,7 +234,7 @@ impl DenyKind {
 
 impl DenyReason {
     /// Every reason, for exhaustive tests and documentation.
-    pub const ALL: [DenyReason; 30] = [
+    pub const ALL: [DenyReason; 33] = [
         DenyReason::MissingToken,
         DenyReason::EmptyToken,
         DenyReason::MultipleTokens,
@@ -259,6 +265,9 @@ impl DenyReason {
         DenyReason::DeadlineExceeded,
         DenyReason::Overloaded,
         DenyReason::InternalError,
+        DenyReason::InvalidCredentials,
+        DenyReason::TokenEndpointUnavailable,
+        DenyReason::PasswordRateLimited,
     ];
 
     /// The metric label.
@@ -295,6 +304,9 @@ impl DenyReason {
             DeadlineExceeded => "deadline_exceeded",
             Overloaded => "overloaded",
             InternalError => "internal_error",
+            InvalidCredentials => "invalid_credentials",
+            TokenEndpointUnavailable => "token_endpoint_unavailable",
+            PasswordRateLimited => "password_rate_limited",
         }
     }
 
@@ -302,7 +314,7 @@ impl DenyReason {
     pub fn kind(self) -> DenyKind {
         use DenyReason::*;
         match self {
-            MissingToken => DenyKind::Unauthenticated,
+            MissingToken | InvalidCredentials => DenyKind::Unauthenticated,
             EmptyToken
             | MultipleTokens
             | MalformedAuthorization
@@ -316,9 +328,12 @@ impl DenyReason {
             }
             InsufficientScope | ClaimMismatch => DenyKind::InsufficientScope,
             RouteDenied => DenyKind::Forbidden,
-            KeysUnavailable | DeadlineExceeded | Overloaded | InternalError => {
-                DenyKind::Unavailable
-            }
+            KeysUnavailable
+            | DeadlineExceeded
+            | Overloaded
+            | InternalError
+            | TokenEndpointUnavailable
+            | PasswordRateLimited => DenyKind::Unavailable,
         }
     }
 
@@ -326,7 +341,10 @@ impl DenyReason {
     fn retry_after(self) -> Option<u64> {
         match self {
             DenyReason::Overloaded | DenyReason::InternalError => Some(1),
-            DenyReason::KeysUnavailable | DenyReason::DeadlineExceeded => Some(5),
+            DenyReason::KeysUnavailable
+            | DenyReason::DeadlineExceeded
+            | DenyReason::TokenEndpointUnavailable => Some(5),
+            DenyReason::PasswordRateLimited => Some(60),
             _ => None,
         }
     }
@@ -347,6 +365,8 @@ pub struct Deny {
     pub scope: Option<String>,
     /// Seconds after which a retry may succeed (unavailable kinds only).
     pub retry_after: Option<u64>,
+    /// A 401 also offers HTTP Basic (an issuer accepts the password method).
+    pub basic_challenge: bool,
 }
 
 impl Deny {
@@ -356,6 +376,7 @@ impl Deny {
             reason,
             scope: None,
             retry_after: reason.retry_after(),
+            basic_challenge: false,
         }
     }
 

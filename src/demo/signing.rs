@@ -139,6 +139,89 @@ impl SigningKey {
         })
     }
 
+    /// A signing key from a private JWK (RFC 7517/7518): RSA with all CRT members, EC P-256 or
+    /// P-384, or Ed25519. The algorithm is the JWK's `alg` when present (it must suit the key),
+    /// else RS256, ES256, ES384 or EdDSA by key type; the `kid` is the JWK's (empty when absent).
+    pub fn from_private_jwk(jwk: &Value) -> Result<Self, JwkKeyError> {
+        let member = |name: &'static str| -> Result<Vec<u8>, JwkKeyError> {
+            let text = jwk
+                .get(name)
+                .and_then(Value::as_str)
+                .ok_or(JwkKeyError::Missing(name))?;
+            URL_SAFE_NO_PAD
+                .decode(text)
+                .map_err(|_| JwkKeyError::NotBase64url(name))
+        };
+        let kty = jwk.get("kty").and_then(Value::as_str).unwrap_or("");
+        let crv = jwk.get("crv").and_then(Value::as_str).unwrap_or("");
+        let default_alg = match (kty, crv) {
+            ("RSA", _) => Alg::RS256,
+            ("EC", "P-256") => Alg::ES256,
+            ("EC", "P-384") => Alg::ES384,
+            ("OKP", "Ed25519") => Alg::EdDSA,
+            _ => return Err(JwkKeyError::Unsupported),
+        };
+        let alg = match jwk.get("alg").and_then(Value::as_str) {
+            None => default_alg,
+            Some(name) => {
+                let alg: Alg = name.parse().map_err(|_| JwkKeyError::Unsupported)?;
+                let suits = match default_alg {
+                    Alg::RS256 => matches!(
+                        alg,
+                        Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512
+                    ),
+                    other => alg == other,
+                };
+                if !suits {
+                    return Err(JwkKeyError::AlgorithmMismatch);
+                }
+                alg
+            }
+        };
+        if jwk.get("d").is_none() {
+            return Err(JwkKeyError::PublicOnly);
+        }
+        let material = match default_alg {
+            Alg::RS256 => {
+                // PKCS#1 RSAPrivateKey (RFC 8017 A.1.2), version 0, from the JWK's members.
+                let mut der = Vec::new();
+                der_integer(&mut der, &[0]);
+                for name in ["n", "e", "d", "p", "q", "dp", "dq", "qi"] {
+                    der_integer(&mut der, &member(name)?);
+                }
+                let der = der_sequence(&der);
+                KeyMaterial::Rsa(RsaKeyPair::from_der(&der).map_err(|_| JwkKeyError::Rejected)?)
+            }
+            Alg::ES256 | Alg::ES384 => {
+                let signing = if alg == Alg::ES256 {
+                    &signature::ECDSA_P256_SHA256_FIXED_SIGNING
+                } else {
+                    &signature::ECDSA_P384_SHA384_FIXED_SIGNING
+                };
+                let mut point = vec![0x04];
+                point.extend(member("x")?);
+                point.extend(member("y")?);
+                KeyMaterial::Ecdsa(
+                    EcdsaKeyPair::from_private_key_and_public_key(signing, &member("d")?, &point)
+                        .map_err(|_| JwkKeyError::Rejected)?,
+                )
+            }
+            _ => KeyMaterial::Ed25519(
+                Ed25519KeyPair::from_seed_and_public_key(&member("d")?, &member("x")?)
+                    .map_err(|_| JwkKeyError::Rejected)?,
+            ),
+        };
+        Ok(Self {
+            kid: jwk
+                .get("kid")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+            alg,
+            material: Arc::new(material),
+        })
+    }
+
     /// The key id, published as `kid` in the JWK and put in token headers.
     pub fn kid(&self) -> &str {
         &self.kid
@@ -254,6 +337,68 @@ impl SigningKey {
             KeyMaterial::Ed25519(pair) => Ok(pair.sign(signing_input).as_ref().to_vec()),
         }
     }
+}
+
+/// Why a private JWK cannot be used to sign. Never carries key material.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JwkKeyError {
+    /// Not RSA, EC P-256/P-384 or Ed25519 (or an unknown `alg`).
+    #[error("not an RSA, EC P-256/P-384 or Ed25519 key with a supported alg")]
+    Unsupported,
+    /// The `alg` does not suit the key type.
+    #[error("its alg does not suit its key type")]
+    AlgorithmMismatch,
+    /// No private part (`d`).
+    #[error("it is a public key (no \"d\"): private_key_jwt needs the private key")]
+    PublicOnly,
+    /// A required member is missing.
+    #[error("member {0:?} is missing")]
+    Missing(&'static str),
+    /// A member is not base64url.
+    #[error("member {0:?} is not base64url")]
+    NotBase64url(&'static str),
+    /// aws-lc rejected the key (inconsistent members, wrong sizes, RSA under 2048 bits).
+    #[error("the key is inconsistent or too weak (RSA needs 2048 bits or more)")]
+    Rejected,
+}
+
+/// Appends a DER INTEGER holding the unsigned big-endian `value`.
+fn der_integer(out: &mut Vec<u8>, value: &[u8]) {
+    let value = match value.iter().position(|&b| b != 0) {
+        Some(first) => &value[first..],
+        None => &[0][..],
+    };
+    let pad = value.first().is_some_and(|&b| b & 0x80 != 0);
+    out.push(0x02);
+    der_length(out, value.len() + usize::from(pad));
+    if pad {
+        out.push(0);
+    }
+    out.extend_from_slice(value);
+}
+
+/// A DER SEQUENCE around `body`.
+fn der_sequence(body: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x30];
+    der_length(&mut out, body.len());
+    out.extend_from_slice(body);
+    out
+}
+
+/// A DER length: short form under 128, else the big-endian length after 0x80 | its size.
+fn der_length(out: &mut Vec<u8>, len: usize) {
+    if len < 0x80 {
+        out.push(u8::try_from(len).unwrap_or(0));
+        return;
+    }
+    let bytes = len.to_be_bytes();
+    let first = bytes
+        .iter()
+        .position(|&b| b != 0)
+        .unwrap_or(bytes.len() - 1);
+    let size = bytes.len() - first;
+    out.push(0x80 | u8::try_from(size).unwrap_or(0));
+    out.extend_from_slice(&bytes[first..]);
 }
 
 #[cfg(test)]
@@ -418,5 +563,130 @@ mod tests {
         let key = SigningKey::generate(Alg::EdDSA, "k9").unwrap();
         let shown = format!("{key:?}");
         assert_eq!(shown, r#"SigningKey { kid: "k9", alg: EdDSA, .. }"#);
+    }
+
+    fn fixture_keys() -> Vec<Value> {
+        let text = include_str!("../../tests/fixtures/client_keys.jwks.json");
+        let jwks: Value = serde_json::from_str(text).unwrap();
+        jwks["keys"].as_array().unwrap().clone()
+    }
+
+    #[test]
+    fn private_jwks_of_every_key_type_sign_what_their_public_halves_verify() {
+        for private in fixture_keys() {
+            let key = SigningKey::from_private_jwk(&private).unwrap();
+            let alg: Alg = private["alg"].as_str().unwrap().parse().unwrap();
+            assert_eq!(key.alg(), alg);
+            assert_eq!(key.kid(), private["kid"].as_str().unwrap());
+            let token = key.sign_jwt(&json!({"sub": "client"})).unwrap();
+            let mut public = private.clone();
+            for member in ["d", "p", "q", "dp", "dq", "qi"] {
+                public.as_object_mut().unwrap().remove(member);
+            }
+            let jwk: Jwk = serde_json::from_value(public).unwrap();
+            let decoding = DecodingKey::from_jwk(&jwk).unwrap();
+            assert!(verifies(&token, &decoding, alg), "{alg}");
+        }
+    }
+
+    #[test]
+    fn an_rsa_jwk_may_name_a_pss_algorithm_and_a_jwk_without_alg_takes_its_key_types() {
+        let mut rsa = fixture_keys()[0].clone();
+        rsa["alg"] = json!("PS256");
+        assert_eq!(
+            SigningKey::from_private_jwk(&rsa).unwrap().alg(),
+            Alg::PS256
+        );
+        for (i, alg) in [Alg::RS256, Alg::ES256, Alg::ES384, Alg::EdDSA]
+            .into_iter()
+            .enumerate()
+        {
+            let mut jwk = fixture_keys()[i].clone();
+            jwk.as_object_mut().unwrap().remove("alg");
+            jwk.as_object_mut().unwrap().remove("kid");
+            let key = SigningKey::from_private_jwk(&jwk).unwrap();
+            assert_eq!((key.alg(), key.kid()), (alg, ""));
+        }
+    }
+
+    #[test]
+    fn unusable_private_jwks_are_refused_with_the_reason() {
+        let keys = fixture_keys();
+        let edit = |i: usize, f: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+            let mut jwk = keys[i].clone();
+            f(jwk.as_object_mut().unwrap());
+            SigningKey::from_private_jwk(&jwk).unwrap_err()
+        };
+        assert_eq!(
+            edit(0, &|j| {
+                j.remove("d");
+            }),
+            JwkKeyError::PublicOnly
+        );
+        assert_eq!(
+            edit(3, &|j| {
+                j.remove("d");
+            }),
+            JwkKeyError::PublicOnly
+        );
+        assert_eq!(
+            edit(0, &|j| {
+                j.insert("alg".into(), json!("ES256"));
+            }),
+            JwkKeyError::AlgorithmMismatch
+        );
+        assert_eq!(
+            edit(1, &|j| {
+                j.insert("alg".into(), json!("HS256"));
+            }),
+            JwkKeyError::Unsupported
+        );
+        assert_eq!(
+            edit(1, &|j| {
+                j.insert("crv".into(), json!("P-521"));
+            }),
+            JwkKeyError::Unsupported
+        );
+        assert_eq!(
+            edit(0, &|j| {
+                j.remove("qi");
+            }),
+            JwkKeyError::Missing("qi")
+        );
+        assert_eq!(
+            edit(1, &|j| {
+                j.insert("x".into(), json!("not base64!"));
+            }),
+            JwkKeyError::NotBase64url("x")
+        );
+        // A private scalar that does not match the public point.
+        let other = keys[1]["d"].clone();
+        assert_eq!(
+            edit(1, &|j| {
+                let mut d = URL_SAFE_NO_PAD.decode(other.as_str().unwrap()).unwrap();
+                d[31] ^= 1;
+                j.insert("d".into(), json!(URL_SAFE_NO_PAD.encode(d)));
+            }),
+            JwkKeyError::Rejected
+        );
+        assert_eq!(
+            edit(0, &|j| {
+                j.insert("n".into(), json!("AQAB"));
+            }),
+            JwkKeyError::Rejected
+        );
+    }
+
+    #[test]
+    fn der_lengths_use_the_long_form_from_128_bytes() {
+        let mut out = Vec::new();
+        der_length(&mut out, 127);
+        der_length(&mut out, 128);
+        der_length(&mut out, 300);
+        assert_eq!(out, [0x7f, 0x81, 0x80, 0x82, 0x01, 0x2c]);
+        let mut int = Vec::new();
+        der_integer(&mut int, &[0, 0, 0x80]);
+        der_integer(&mut int, &[0, 0]);
+        assert_eq!(int, [0x02, 0x02, 0x00, 0x80, 0x02, 0x01, 0x00]);
     }
 }

@@ -341,77 +341,13 @@ impl Inner {
     }
 
     async fn discover(&self) -> Result<String, KeyError> {
-        let base = self.issuer.issuer.trim_end_matches('/');
-        let url = format!("{base}/.well-known/openid-configuration");
-        let (body, _) = self.get(&url).await?;
-        let problem = |problem: &str| KeyError::Discovery {
-            url: url.clone(),
-            problem: problem.to_owned(),
-        };
-        let doc: Value = serde_json::from_slice(&body).map_err(|_| problem("not JSON"))?;
-        let doc = doc
-            .as_object()
-            .ok_or_else(|| problem("not a JSON object"))?;
-        if doc.get("issuer").and_then(Value::as_str) != Some(self.issuer.issuer.as_str()) {
-            return Err(problem(
-                "its issuer does not equal the configured issuer exactly",
-            ));
-        }
-        let jwks_uri = doc
-            .get("jwks_uri")
-            .and_then(Value::as_str)
-            .ok_or_else(|| problem("no jwks_uri"))?;
-        let scheme_ok = jwks_uri.starts_with("https://")
-            || (jwks_uri.starts_with("http://") && http_allowed(&self.issuer, jwks_uri));
-        if !scheme_ok || reqwest::Url::parse(jwks_uri).is_err() {
-            // The value comes from the IdP's own document, never from a token: safe to log,
-            // truncated so a hostile document cannot flood the log.
-            let shown: String = jwks_uri.chars().take(200).collect();
-            return Err(problem(&format!(
-                "jwks_uri {shown:?} is not an https URL (http only on loopback or with allow_http)"
-            )));
-        }
-        Ok(jwks_uri.to_owned())
+        let (url, doc) =
+            discovery_document(&self.client, &self.issuer, self.config.max_body_bytes).await?;
+        discovered_url(&url, &doc, "jwks_uri", &self.issuer)
     }
 
     async fn get(&self, url: &str) -> Result<(Vec<u8>, HeaderMap), KeyError> {
-        let transport = |source| KeyError::Transport {
-            url: url.to_owned(),
-            source,
-        };
-        let cap = self.config.max_body_bytes;
-        let too_large = || KeyError::TooLarge {
-            url: url.to_owned(),
-            cap,
-        };
-        let mut response = self
-            .client
-            .get(url)
-            .header(ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(transport)?;
-        if !response.status().is_success() {
-            return Err(KeyError::Status {
-                url: url.to_owned(),
-                status: response.status().as_u16(),
-            });
-        }
-        if response
-            .content_length()
-            .is_some_and(|len| len > cap as u64)
-        {
-            return Err(too_large());
-        }
-        let headers = response.headers().clone();
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(transport)? {
-            if body.len() + chunk.len() > cap {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok((body, headers))
+        get_json(&self.client, url, self.config.max_body_bytes).await
     }
 
     async fn lookup(self: &Arc<Self>, kid: Option<&str>, alg: Alg) -> KeyLookup {
@@ -527,4 +463,126 @@ impl KeySource for RemoteKeys {
             age: st.fetched_at.map(|t| now.duration_since(t)),
         }
     }
+}
+
+/// GETs `url` as JSON with a bounded body: the body and the response headers.
+async fn get_json(
+    client: &reqwest::Client,
+    url: &str,
+    cap: usize,
+) -> Result<(Vec<u8>, HeaderMap), KeyError> {
+    let mut response = client
+        .get(url)
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|source| KeyError::Transport {
+            url: url.to_owned(),
+            source,
+        })?;
+    if !response.status().is_success() {
+        return Err(KeyError::Status {
+            url: url.to_owned(),
+            status: response.status().as_u16(),
+        });
+    }
+    let headers = response.headers().clone();
+    let body = read_bounded(&mut response, cap)
+        .await
+        .map_err(|error| match error {
+            BodyError::Transport(source) => KeyError::Transport {
+                url: url.to_owned(),
+                source,
+            },
+            BodyError::TooLarge => KeyError::TooLarge {
+                url: url.to_owned(),
+                cap,
+            },
+        })?;
+    Ok((body, headers))
+}
+
+/// Why a response body could not be read.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// The connection failed or timed out.
+    Transport(reqwest::Error),
+    /// Longer than the cap.
+    TooLarge,
+}
+
+/// Reads a response body of at most `cap` bytes.
+pub(crate) async fn read_bounded(
+    response: &mut reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, BodyError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > cap as u64)
+    {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > cap {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Fetches `{issuer}/.well-known/openid-configuration`: its URL and the document, whose
+/// `issuer` must equal the configured one exactly (OpenID Connect Discovery §4.3).
+pub(crate) async fn discovery_document(
+    client: &reqwest::Client,
+    issuer: &IssuerConfig,
+    cap: usize,
+) -> Result<(String, serde_json::Map<String, Value>), KeyError> {
+    let base = issuer.issuer.trim_end_matches('/');
+    let url = format!("{base}/.well-known/openid-configuration");
+    let (body, _) = get_json(client, &url, cap).await?;
+    let problem = |problem: &str| KeyError::Discovery {
+        url: url.clone(),
+        problem: problem.to_owned(),
+    };
+    let doc: Value = serde_json::from_slice(&body).map_err(|_| problem("not JSON"))?;
+    let Value::Object(doc) = doc else {
+        return Err(problem("not a JSON object"));
+    };
+    if doc.get("issuer").and_then(Value::as_str) != Some(issuer.issuer.as_str()) {
+        return Err(problem(
+            "its issuer does not equal the configured issuer exactly",
+        ));
+    }
+    Ok((url, doc))
+}
+
+/// The endpoint URL in member `field` of the discovery document fetched from `url`: https, or
+/// http where the issuer allows it.
+pub(crate) fn discovered_url(
+    url: &str,
+    doc: &serde_json::Map<String, Value>,
+    field: &str,
+    issuer: &IssuerConfig,
+) -> Result<String, KeyError> {
+    let problem = |problem: String| KeyError::Discovery {
+        url: url.to_owned(),
+        problem,
+    };
+    let endpoint = doc
+        .get(field)
+        .and_then(Value::as_str)
+        .ok_or_else(|| problem(format!("no {field}")))?;
+    let scheme_ok = endpoint.starts_with("https://")
+        || (endpoint.starts_with("http://") && http_allowed(issuer, endpoint));
+    if !scheme_ok || reqwest::Url::parse(endpoint).is_err() {
+        // The value comes from the IdP's own document, never from a token: safe to log,
+        // truncated so a hostile document cannot flood the log.
+        let shown: String = endpoint.chars().take(200).collect();
+        return Err(problem(format!(
+            "{field} {shown:?} is not an https URL (http only on loopback or with allow_http)"
+        )));
+    }
+    Ok(endpoint.to_owned())
 }
