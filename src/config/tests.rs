@@ -252,3 +252,219 @@ fn the_example_config_in_deploy_parses_and_validates() {
     let cfg = raw.validate().expect("example config validates");
     assert!(!cfg.issuers.is_empty());
 }
+
+/// An issuer entry with `fields` (YAML flow mappings, comma-separated) and an audience.
+fn issuer_with(fields: &str) -> String {
+    format!("issuers: [{{issuer: https://idp.example.com, {fields}}}]\naudiences: [api]\n")
+}
+
+fn jwk_file(name: &str, jwk: &serde_json::Value) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("authgate-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join(name);
+    std::fs::write(&path, jwk.to_string()).expect("write");
+    path
+}
+
+fn fixture_jwk(i: usize) -> serde_json::Value {
+    let jwks: serde_json::Value =
+        serde_json::from_str(include_str!("../../tests/fixtures/client_keys.jwks.json"))
+            .expect("fixture");
+    jwks["keys"][i].clone()
+}
+
+#[test]
+fn the_kong_settings_validate_into_a_client_and_methods() {
+    let cfg = validate(&issuer_with(
+        "client_id: kong, client_secret: s3cret, auth_methods: [bearer, password], \
+         proof_of_possession_mtls: optional",
+    ))
+    .expect("valid");
+    let issuer = &cfg.issuers[0];
+    assert_eq!(
+        issuer.auth_methods,
+        AuthMethods {
+            bearer: true,
+            password: true
+        }
+    );
+    let client = issuer.client.as_ref().expect("a client");
+    assert_eq!(client.id, "kong");
+    assert_eq!(
+        client.auth.method(),
+        "client_secret_basic",
+        "the default with a secret"
+    );
+    assert!(
+        !format!("{cfg:?}").contains("s3cret"),
+        "Debug never shows a secret"
+    );
+    assert_eq!(issuer.proof_of_possession_mtls, PopMtls::Optional);
+    assert_eq!(cfg.password_issuer(), Some(0));
+
+    let path = jwk_file("ec.json", &fixture_jwk(1));
+    let cfg = validate(&issuer_with(&format!(
+        "client_id: kong, client_jwk_file: {}, auth_methods: [password]",
+        path.display()
+    )))
+    .expect("valid");
+    let client = cfg.issuers[0].client.as_ref().expect("a client");
+    assert_eq!(
+        client.auth.method(),
+        "private_key_jwt",
+        "the default with a key"
+    );
+    assert!(!cfg.issuers[0].auth_methods.bearer);
+
+    let plain = validate(&issuer_with("proof_of_possession_mtls: off")).expect("`off` is a word");
+    assert_eq!(plain.issuers[0].auth_methods, AuthMethods::default());
+    assert_eq!(plain.issuers[0].proof_of_possession_mtls, PopMtls::Off);
+    assert!(plain.issuers[0].client.is_none() && plain.password_issuer().is_none());
+}
+
+#[test]
+fn unusable_kong_settings_are_errors_naming_the_field() {
+    let public = {
+        let mut jwk = fixture_jwk(0);
+        jwk.as_object_mut().expect("object").remove("d");
+        jwk_file("public.json", &jwk)
+    };
+    let secret_file = jwk_file("secret.txt", &serde_json::json!("unused"));
+    let cases = [
+        ("auth_methods: [password]", "issuers[0].client_id"),
+        (
+            "auth_methods: [bearer, magic]",
+            "issuers[0].auth_methods[1]",
+        ),
+        ("auth_methods: []", "issuers[0].auth_methods"),
+        ("client_id: kong", "issuers[0].client_auth"),
+        ("client_secret: s3cret", "issuers[0].client_id"),
+        (
+            "client_id: kong, client_auth: client_secret_jwt, client_secret: x",
+            "issuers[0].client_auth",
+        ),
+        (
+            "client_id: kong, client_auth: private_key_jwt",
+            "issuers[0].client_jwk_file",
+        ),
+        (
+            "client_id: kong, client_auth: client_secret_post",
+            "issuers[0].client_secret",
+        ),
+        (
+            "client_id: kong, client_secret: \"\"",
+            "issuers[0].client_secret",
+        ),
+        (
+            &format!(
+                "client_id: kong, client_secret: x, client_secret_file: {}",
+                secret_file.display()
+            ),
+            "issuers[0].client_secret",
+        ),
+        (
+            "client_id: kong, client_secret_file: /nonexistent/secret",
+            "issuers[0].client_secret_file",
+        ),
+        (
+            "client_id: kong, client_jwk_file: /nonexistent/jwk.json",
+            "issuers[0].client_jwk_file",
+        ),
+        (
+            &format!("client_id: kong, client_jwk_file: {}", public.display()),
+            "issuers[0].client_jwk_file",
+        ),
+        (
+            "proof_of_possession_mtls: required",
+            "issuers[0].proof_of_possession_mtls",
+        ),
+        (
+            "token_endpoint: ftp://idp.example.com/token",
+            "issuers[0].token_endpoint",
+        ),
+    ];
+    for (fields, field) in cases {
+        let found = problems(&issuer_with(fields));
+        assert!(
+            found.iter().any(|p| p.starts_with(&format!("{field}: "))),
+            "{fields}: expected a problem at {field}, got {found:?}"
+        );
+    }
+    let public_problem = problems(&issuer_with(&format!(
+        "client_id: kong, client_jwk_file: {}",
+        public.display()
+    )));
+    assert!(
+        public_problem.iter().any(|p| p.contains("public key")),
+        "{public_problem:?}"
+    );
+}
+
+#[test]
+fn the_password_method_needs_one_issuer_and_a_token_endpoint() {
+    let two = "issuers:\n  - {issuer: https://a.example.com, client_id: k, client_secret: s, auth_methods: [password]}\n  - {issuer: https://b.example.com, client_id: k, client_secret: s, auth_methods: [password]}\naudiences: [api]\n";
+    let found = problems(two);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("issuers[1].auth_methods: ")),
+        "{found:?}"
+    );
+
+    let file = "issuers: [{issuer: https://a.example.com, jwks_file: /etc/jwks.json, client_id: k, client_secret: s, auth_methods: [password]}]\naudiences: [api]\n";
+    let found = problems(file);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("issuers[0].token_endpoint: ")),
+        "{found:?}"
+    );
+    let with_endpoint = file.replace(
+        "auth_methods",
+        "token_endpoint: https://a.example.com/token, auth_methods",
+    );
+    assert!(validate(&with_endpoint).is_ok());
+}
+
+#[test]
+fn password_grant_bounds_and_params_are_checked() {
+    let base = issuer_with("client_id: k, client_secret: s, auth_methods: [password]");
+    let cfg = validate(&format!(
+        "{base}password_grant: {{cache_capacity: 50, negative_ttl: 2s, max_exchanges_per_minute: 3, params: {{scope: openid}}}}\nclient_cert_header: X-Forwarded-Tls-Client-Cert\n"
+    ))
+    .expect("valid");
+    assert_eq!(cfg.password_grant.cache_capacity, 50);
+    assert_eq!(cfg.password_grant.negative_ttl, Duration::from_secs(2));
+    assert_eq!(cfg.password_grant.max_exchanges_per_minute, 3);
+    assert_eq!(
+        cfg.password_grant.params,
+        [("scope".to_owned(), "openid".to_owned())]
+    );
+    assert_eq!(
+        cfg.client_cert_header
+            .as_ref()
+            .map(http::HeaderName::as_str),
+        Some("x-forwarded-tls-client-cert")
+    );
+    for (section, field) in [
+        (
+            "password_grant: {max_exchanges_per_minute: 0}",
+            "password_grant.max_exchanges_per_minute",
+        ),
+        (
+            "password_grant: {params: {client_secret: x}}",
+            "password_grant.params.client_secret",
+        ),
+        (
+            "password_grant: {negative_ttl: soon}",
+            "password_grant.negative_ttl",
+        ),
+        ("client_cert_header: \"bad header\"", "client_cert_header"),
+    ] {
+        let found = problems(&format!("{base}{section}\n"));
+        assert!(
+            found.iter().any(|p| p.starts_with(&format!("{field}: "))),
+            "{section}: {found:?}"
+        );
+    }
+}

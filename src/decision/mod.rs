@@ -294,7 +294,13 @@ impl Decider {
             [] => return missing,
             _ => return Decision::Deny(Deny::new(DenyReason::MultipleTokens)),
         };
-        let token = match grant.token(&user, &password).await {
+        // The exchange goes on in its own task past the deadline; this check stops waiting.
+        let deadline = self.config.limits.check_deadline;
+        let exchanged = match tokio::time::timeout(deadline, grant.token(&user, &password)).await {
+            Ok(exchanged) => exchanged,
+            Err(_) => return Decision::Deny(Deny::new(DenyReason::DeadlineExceeded)),
+        };
+        let token = match exchanged {
             Ok(token) => token,
             Err(error) => {
                 let reason = match error {

@@ -1,6 +1,8 @@
-//! A controllable OIDC discovery + JWKS server for integration tests: it rotates keys, injects
-//! faults, answers slowly or not at all, and counts per endpoint the fetches it receives, the ones
-//! whose client hung up before the answer, and the body bytes it sent.
+//! A controllable OIDC discovery + JWKS + token endpoint server for integration tests: it rotates
+//! keys, injects faults, answers slowly or not at all, and counts per endpoint the fetches it
+//! receives, the ones whose client hung up before the answer, and the body bytes it sent. Its
+//! token endpoint does the password grant for [`USERS`] and records each request (the client
+//! authentication a test asserts on).
 
 // Clippy only treats `#[test]` fns and `#[cfg(test)]` items as tests; this whole file is test
 // harness, where a broken precondition should fail the test loudly.
@@ -30,6 +32,28 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+/// The users the token endpoint's password grant knows: (name, password).
+pub(crate) const USERS: [(&str, &str); 2] = [("alice", "wonderland"), ("bob", "builder")];
+
+/// One request the token endpoint received.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TokenRequest {
+    /// Its `Authorization` header.
+    pub(crate) authorization: Option<String>,
+    /// Its form parameters, in order.
+    pub(crate) form: Vec<(String, String)>,
+}
+
+impl TokenRequest {
+    /// The form parameter `name`.
+    pub(crate) fn param(&self, name: &str) -> Option<&str> {
+        self.form
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
 
 /// The `aud` that [`TestIdp::valid_claims`] puts in tokens.
 pub(crate) const TEST_AUDIENCE: &str = "authgate-test";
@@ -103,6 +127,11 @@ struct Settings {
     discovery_delay: Duration,
     raw_jwks: Option<Value>,
     down: bool,
+    token_fault: Fault,
+    token_delay: Duration,
+    /// Merged into the claims of issued tokens (`null` removes a claim).
+    token_claims_patch: Value,
+    token_requests: Vec<TokenRequest>,
 }
 
 /// What one endpoint has seen.
@@ -122,6 +151,7 @@ struct Shared {
     settings: Mutex<Settings>,
     jwks: Arc<Traffic>,
     discovery: Arc<Traffic>,
+    token: Arc<Traffic>,
 }
 
 impl Shared {
@@ -168,13 +198,19 @@ impl TestIdp {
                 discovery_delay: Duration::ZERO,
                 raw_jwks: None,
                 down: false,
+                token_fault: Fault::None,
+                token_delay: Duration::ZERO,
+                token_claims_patch: json!({}),
+                token_requests: Vec::new(),
             }),
             jwks: Arc::default(),
             discovery: Arc::default(),
+            token: Arc::default(),
         });
         let router = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/jwks", get(jwks))
+            .route("/token", axum::routing::post(token))
             .with_state(Arc::clone(&shared));
         let listener = listener.tap_io(|tcp| {
             // Small JSON answers should not wait for Nagle; failing to set it only slows them.
@@ -203,6 +239,32 @@ impl TestIdp {
     /// `{issuer}/.well-known/openid-configuration`.
     pub(crate) fn discovery_url(&self) -> String {
         format!("{}/.well-known/openid-configuration", self.shared.issuer)
+    }
+
+    /// `{issuer}/token`.
+    pub(crate) fn token_endpoint(&self) -> String {
+        format!("{}/token", self.shared.issuer)
+    }
+
+    /// Makes the token endpoint misbehave (`Fault::Status` answers that status with
+    /// `{"error":"injected fault"}`).
+    pub(crate) fn set_token_fault(&self, fault: Fault) {
+        self.shared.settings().token_fault = fault;
+    }
+
+    /// Delays the token endpoint's answers.
+    pub(crate) fn set_token_delay(&self, delay: Duration) {
+        self.shared.settings().token_delay = delay;
+    }
+
+    /// Merges `patch` into the claims of the tokens the token endpoint issues from now on.
+    pub(crate) fn set_token_claims_patch(&self, patch: Value) {
+        self.shared.settings().token_claims_patch = patch;
+    }
+
+    /// The requests the token endpoint received, in order.
+    pub(crate) fn token_requests(&self) -> Vec<TokenRequest> {
+        self.shared.settings().token_requests.clone()
     }
 
     /// `{issuer}/jwks`.
@@ -427,6 +489,7 @@ async fn discovery(State(shared): State<Arc<Shared>>) -> Response {
     let document = json!({
         "issuer": issuer,
         "jwks_uri": jwks_uri,
+        "token_endpoint": format!("{}/token", shared.issuer),
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
@@ -436,6 +499,98 @@ async fn discovery(State(shared): State<Arc<Shared>>) -> Response {
         wrong_shape: br#"{"issuer":42,"jwks_uri":["not","a","string"]}"#,
     };
     pending.answer(answer(&fault, &document, &bodies, None))
+}
+
+/// The password grant (RFC 6749 §4.3) for [`USERS`], recording every request. Client
+/// authentication is recorded, not checked: tests assert on what authgate sent.
+async fn token(
+    State(shared): State<Arc<Shared>>,
+    headers: http::HeaderMap,
+    body: String,
+) -> Response {
+    let pending = Pending::arrived(&shared.token);
+    let request = TokenRequest {
+        authorization: headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        form: form_urlencoded::parse(body.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect(),
+    };
+    let (delay, down, fault, patch, key) = {
+        let mut settings = shared.settings();
+        settings.token_requests.push(request.clone());
+        (
+            settings.token_delay,
+            settings.down,
+            settings.token_fault.clone(),
+            settings.token_claims_patch.clone(),
+            settings.current.clone(),
+        )
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if down {
+        return pending.answer(unavailable());
+    }
+    if let Fault::Status(code) = fault {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return pending.answer(json_response(
+            status,
+            br#"{"error":"injected fault"}"#.to_vec(),
+        ));
+    }
+    let error = |code: &str| {
+        json_response(
+            StatusCode::BAD_REQUEST,
+            serde_json::to_vec(&json!({"error": code})).expect("json"),
+        )
+    };
+    if request.param("grant_type") != Some("password") {
+        return pending.answer(error("unsupported_grant_type"));
+    }
+    let (Some(user), Some(password)) = (request.param("username"), request.param("password"))
+    else {
+        return pending.answer(error("invalid_request"));
+    };
+    if !USERS.contains(&(user, password)) {
+        return pending.answer(error("invalid_grant"));
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the system clock is after 1970")
+        .as_secs();
+    let mut claims = json!({
+        "iss": shared.issuer,
+        "sub": user,
+        "aud": TEST_AUDIENCE,
+        "iat": now,
+        "exp": now + 300,
+        "scope": "api:read",
+    });
+    for (name, value) in patch.as_object().into_iter().flatten() {
+        match (value.is_null(), claims.as_object_mut()) {
+            (true, Some(c)) => {
+                c.remove(name);
+            }
+            (false, Some(c)) => {
+                c.insert(name.clone(), value.clone());
+            }
+            _ => {}
+        }
+    }
+    let access_token = key.sign_jwt(&claims).expect("test idp signs a token");
+    pending.answer(json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&json!({
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": 300,
+        }))
+        .expect("json"),
+    ))
 }
 
 async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
