@@ -14,8 +14,9 @@ use axum::routing::any;
 use http::header::{
     AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST, RETRY_AFTER, WWW_AUTHENTICATE,
 };
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
+use crate::cert::ClientCert;
 use crate::decision::{CheckRequest, Decider, Decision, Frontend, could_pose_as_owned};
 use crate::deny;
 use crate::server::PeerAddr;
@@ -58,9 +59,24 @@ fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
 }
 
 /// What every HTTP mouth reads the same way: the Authorization values (split where a proxy
-/// joined repeated headers), the proxy's address and the client's.
-fn check_request(frontend: Frontend, req: &Request) -> CheckRequest {
+/// joined repeated headers), the proxy's address, the client's, and the client certificate
+/// from `client_cert_header` (in Envoy's HTTP mode also from `x-forwarded-client-cert`).
+fn check_request(
+    frontend: Frontend,
+    req: &Request,
+    cert_header: Option<&HeaderName>,
+) -> CheckRequest {
+    let cert = cert_header
+        .and_then(|name| header_str(req.headers(), name.as_str()))
+        .map(|value| ClientCert::Encoded(value.to_owned()));
+    let cert = match (cert, frontend) {
+        (None, Frontend::EnvoyHttp) => {
+            header_str(req.headers(), "x-forwarded-client-cert").and_then(ClientCert::from_xfcc)
+        }
+        (cert, _) => cert,
+    };
     CheckRequest {
+        client_cert: cert,
         authorization: req
             .headers()
             .get_all(AUTHORIZATION)
@@ -81,7 +97,11 @@ async fn forward_auth(State(decider): State<Arc<Decider>>, req: Request) -> Resp
         host: header_str(h, "x-forwarded-host").map(str::to_owned),
         malformed: uri.is_err(),
         path: uri.unwrap_or_default(),
-        ..check_request(Frontend::ForwardAuth, &req)
+        ..check_request(
+            Frontend::ForwardAuth,
+            &req,
+            decider.config().client_cert_header.as_ref(),
+        )
     };
     respond(&decider, &check).await
 }
@@ -97,7 +117,11 @@ async fn nginx(State(decider): State<Arc<Decider>>, req: Request) -> Response {
             .map(str::to_owned),
         malformed: uri.is_err(),
         path: uri.unwrap_or_default(),
-        ..check_request(Frontend::Nginx, &req)
+        ..check_request(
+            Frontend::Nginx,
+            &req,
+            decider.config().client_cert_header.as_ref(),
+        )
     };
     respond(&decider, &check).await
 }
@@ -126,7 +150,11 @@ async fn envoy(State(decider): State<Arc<Decider>>, req: Request) -> Response {
             .filter(|k| could_pose_as_owned(k))
             .map(str::to_owned)
             .collect(),
-        ..check_request(Frontend::EnvoyHttp, &req)
+        ..check_request(
+            Frontend::EnvoyHttp,
+            &req,
+            decider.config().client_cert_header.as_ref(),
+        )
     };
     respond(&decider, &check).await
 }

@@ -15,6 +15,7 @@
 //! - [`demo`]: the embedded OIDC issuer behind `authgate demo`.
 
 pub mod admin;
+pub mod cert;
 pub mod claims;
 pub mod config;
 pub mod decision;

@@ -632,6 +632,7 @@ fn verify_request(token: &str) -> VerifyRequest {
         token: token.to_owned(),
         audiences: Vec::new(),
         scopes: Vec::new(),
+        client_certificate: String::new(),
     }
 }
 

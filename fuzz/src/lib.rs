@@ -154,7 +154,7 @@ impl Fixture {
     pub fn verify_token(&self, token: &str) -> Decision {
         let requirement = authgate::config::Requirement::default();
         self.runtime
-            .block_on(self.decider.verify_token(token, &requirement))
+            .block_on(self.decider.verify_token(token, &requirement, None))
     }
 }
 

@@ -115,8 +115,10 @@ pub(crate) mod group {
     pub(crate) const SCOPES: usize = 2;
     /// Encoded claim header values, one per bit set in `headers_present`.
     pub(crate) const HEADERS: usize = 3;
+    /// `cnf.x5t#S256`, the certificate the token is bound to (none when unbound).
+    pub(crate) const X5T: usize = 4;
     /// The first claim path group.
-    pub(crate) const CLAIMS: usize = 4;
+    pub(crate) const CLAIMS: usize = 5;
 }
 
 /// A token whose signature, issuer, algorithm, type and claim types were verified: everything
@@ -153,6 +155,11 @@ impl VerifiedToken {
     /// The granted scopes.
     pub(crate) fn scopes(&self) -> impl Iterator<Item = &str> + '_ {
         self.texts.group(group::SCOPES)
+    }
+
+    /// `cnf.x5t#S256`: the thumbprint of the certificate the token is bound to.
+    pub(crate) fn x5t(&self) -> Option<&str> {
+        self.texts.group(group::X5T).next()
     }
 
     /// The scalar texts at claim path number `slot` (see `Decider::claim_paths`).

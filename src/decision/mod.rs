@@ -35,10 +35,11 @@ use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use crate::cert::ClientCert;
 use crate::claims::{
     ClaimPath, ClaimRequirement, claim_header_values, granted_scopes, header_value, rule_texts,
 };
-use crate::config::{AudienceMatch, Config, IssuerConfig, Requirement, RouteAction};
+use crate::config::{AudienceMatch, Config, IssuerConfig, PopMtls, Requirement, RouteAction};
 use crate::exchange::{ExchangeError, PasswordGrant};
 use crate::keys::{KeyHealth, KeyLookup, KeySource};
 use crate::telemetry;
@@ -185,8 +186,14 @@ impl Decider {
 
     /// Verifies a token handed over as it is, by a caller that is not a proxy
     /// (`TokenService/Verify`): no token source and no route rule applies (the token is always
-    /// verified); `requirement` takes a route's place.
-    pub async fn verify_token(&self, token: &str, requirement: &Requirement) -> Decision {
+    /// verified); `requirement` takes a route's place; `client_cert` is the certificate the
+    /// caller's client presented, for certificate-bound tokens.
+    pub async fn verify_token(
+        &self,
+        token: &str,
+        requirement: &Requirement,
+        client_cert: Option<ClientCert>,
+    ) -> Decision {
         let check = async {
             if token.is_empty() {
                 return Decision::Deny(Deny::new(DenyReason::EmptyToken));
@@ -195,9 +202,11 @@ impl Decider {
                 token: Cow::Borrowed(token),
                 source: TokenSource::Caller,
             };
-            self.verify(found, Some(requirement), &[], Frontend::TokenService)
-                .await
-                .into()
+            let req = CheckRequest {
+                client_cert,
+                ..CheckRequest::new(Frontend::TokenService)
+            };
+            self.verify(found, Some(requirement), &req).await.into()
         };
         let decision = self.bounded(Frontend::TokenService, check).await;
         if let Decision::Deny(d) = &decision {
@@ -267,9 +276,7 @@ impl Decider {
             Ok(None) => return self.password_check(req, route_req).await,
             Err(reason) => return Decision::Deny(Deny::new(reason)),
         };
-        self.verify(found, route_req, &req.header_names, req.frontend)
-            .await
-            .into()
+        self.verify(found, route_req, req).await.into()
     }
 
     /// A request without a token: where an issuer takes the password method and the request
@@ -318,10 +325,7 @@ impl Decider {
             token: Cow::Borrowed(&token),
             source: TokenSource::Password,
         };
-        match self
-            .verify(found, route_req, &req.header_names, req.frontend)
-            .await
-        {
+        match self.verify(found, route_req, req).await {
             Ok(mut allow) => {
                 match http::HeaderValue::from_str(&format!("Bearer {token}")) {
                     Ok(value) => allow.headers.push((http::header::AUTHORIZATION, value)),
@@ -336,6 +340,31 @@ impl Decider {
                     grant.forget(&user, &password);
                 }
                 Decision::Deny(deny)
+            }
+        }
+    }
+
+    /// RFC 8705 §3: a token bound to a certificate (`cnf.x5t#S256`) needs the request to come
+    /// with that certificate, where the issuer checks binding; `strict` also refuses unbound
+    /// tokens.
+    fn check_binding(
+        &self,
+        verified: &VerifiedToken,
+        client_cert: Option<&ClientCert>,
+    ) -> Result<(), Deny> {
+        let mode = self
+            .issuers
+            .get(verified.issuer)
+            .map_or(PopMtls::Off, |i| i.config.proof_of_possession_mtls);
+        match (mode, verified.x5t()) {
+            (PopMtls::Off, _) | (PopMtls::Optional, None) => Ok(()),
+            (PopMtls::Strict, None) => Err(DenyReason::UnboundToken.into()),
+            (PopMtls::Optional | PopMtls::Strict, Some(x5t)) => {
+                if client_cert.is_some_and(|cert| cert.matches(x5t)) {
+                    Ok(())
+                } else {
+                    Err(DenyReason::CertificateMismatch.into())
+                }
             }
         }
     }
@@ -364,9 +393,10 @@ impl Decider {
         &self,
         found: FoundToken<'_>,
         route_req: Option<&Requirement>,
-        header_names: &[String],
-        frontend: Frontend,
+        req: &CheckRequest,
     ) -> Result<Allow, Deny> {
+        let (header_names, frontend, client_cert) =
+            (&req.header_names, req.frontend, req.client_cert.as_ref());
         let token = found.token.as_ref();
         if token.len() > self.config.token.max_bytes {
             return Err(DenyReason::TokenTooLarge.into());
@@ -414,6 +444,7 @@ impl Decider {
             }
         };
         self.check_auth_method(verified.issuer, found.source)?;
+        self.check_binding(&verified, client_cert)?;
         self.authorize(&verified, &requirements)?;
         Ok(self.allow(verified, found.source, header_names, frontend))
     }
@@ -467,6 +498,7 @@ impl Decider {
             cfg.verify.audience_match,
         )?;
         let scopes = granted_scopes(claims).map_err(|_| DenyReason::MalformedClaims)?;
+        let x5t = bound_certificate(claims, issuer.config.proof_of_possession_mtls)?;
 
         // Keys, bounded by what is left of the deadline. A lookup that answers at once (the
         // usual case) sets no timer.
@@ -516,6 +548,10 @@ impl Decider {
             } else {
                 rejected += 1;
             }
+        }
+        texts.end_group();
+        if let Some(x5t) = x5t {
+            texts.push(x5t);
         }
         texts.end_group();
         for path in &self.claim_paths {
@@ -689,6 +725,24 @@ impl From<Result<Allow, Deny>> for Decision {
             Ok(allow) => Decision::Allow(allow),
             Err(deny) => Decision::Deny(deny),
         }
+    }
+}
+
+/// `cnf.x5t#S256` (RFC 8705 §3.1): the thumbprint of the certificate a token is bound to.
+/// Where the issuer checks binding, a `cnf` that is not an object, or an `x5t#S256` that is not
+/// a string, is a malformed claim; elsewhere `cnf` is not looked at.
+fn bound_certificate(claims: &Map<String, Value>, mode: PopMtls) -> Result<Option<&str>, Deny> {
+    if mode == PopMtls::Off {
+        return Ok(None);
+    }
+    match claims.get("cnf") {
+        None => Ok(None),
+        Some(Value::Object(cnf)) => match cnf.get("x5t#S256") {
+            None => Ok(None),
+            Some(Value::String(x5t)) => Ok(Some(x5t.as_str())),
+            Some(_) => Err(DenyReason::MalformedClaims.into()),
+        },
+        Some(_) => Err(DenyReason::MalformedClaims.into()),
     }
 }
 

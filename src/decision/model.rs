@@ -8,6 +8,7 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue};
 
 use super::cache::VerifiedToken;
+use crate::cert::ClientCert;
 use crate::token::TokenSource;
 
 /// Which mouth a check came through (a metric label, and the profile of its deny answers).
@@ -88,6 +89,9 @@ pub struct CheckRequest {
     /// oversized header map, an original URI that is not ASCII): it is denied as a malformed
     /// request, never guessed at.
     pub malformed: bool,
+    /// The client's TLS certificate as the proxy passed it (for certificate-bound tokens);
+    /// believed, like the other forwarded attributes, only from a trusted proxy.
+    pub client_cert: Option<ClientCert>,
 }
 
 impl CheckRequest {
@@ -103,6 +107,7 @@ impl CheckRequest {
             proxy: None,
             client: None,
             malformed: false,
+            client_cert: None,
         }
     }
 
@@ -115,6 +120,7 @@ impl CheckRequest {
             host: None,
             path: None,
             client: None,
+            client_cert: None,
             ..self.clone()
         }
     }
@@ -201,6 +207,11 @@ pub enum DenyReason {
     TokenEndpointUnavailable,
     /// The user name has used its password-grant exchanges for this minute.
     PasswordRateLimited,
+    /// The token is bound to a client certificate (`cnf.x5t#S256`) and the request came with
+    /// another certificate or none (RFC 8705 §3).
+    CertificateMismatch,
+    /// `proof_of_possession_mtls: strict` and the token is not bound to a certificate.
+    UnboundToken,
 }
 
 /// How a denial is presented; `deny.rs` maps each kind once to every protocol's answer.
@@ -234,7 +245,7 @@ impl DenyKind {
 
 impl DenyReason {
     /// Every reason, for exhaustive tests and documentation.
-    pub const ALL: [DenyReason; 33] = [
+    pub const ALL: [DenyReason; 35] = [
         DenyReason::MissingToken,
         DenyReason::EmptyToken,
         DenyReason::MultipleTokens,
@@ -268,6 +279,8 @@ impl DenyReason {
         DenyReason::InvalidCredentials,
         DenyReason::TokenEndpointUnavailable,
         DenyReason::PasswordRateLimited,
+        DenyReason::CertificateMismatch,
+        DenyReason::UnboundToken,
     ];
 
     /// The metric label.
@@ -307,6 +320,8 @@ impl DenyReason {
             InvalidCredentials => "invalid_credentials",
             TokenEndpointUnavailable => "token_endpoint_unavailable",
             PasswordRateLimited => "password_rate_limited",
+            CertificateMismatch => "certificate_mismatch",
+            UnboundToken => "unbound_token",
         }
     }
 
@@ -323,9 +338,8 @@ impl DenyReason {
             TokenTooLarge | MalformedToken | AlgorithmNotAllowed | UnsupportedCritical
             | MalformedClaims | UnknownIssuer | IssuerNotAllowed | WrongTokenType
             | MissingExpiry | Expired | NotYetValid | IssuedInFuture | WrongAudience
-            | UnknownKey | AmbiguousKey | KeyAlgorithmMismatch | BadSignature => {
-                DenyKind::InvalidToken
-            }
+            | UnknownKey | AmbiguousKey | KeyAlgorithmMismatch | BadSignature
+            | CertificateMismatch | UnboundToken => DenyKind::InvalidToken,
             InsufficientScope | ClaimMismatch => DenyKind::InsufficientScope,
             RouteDenied => DenyKind::Forbidden,
             KeysUnavailable

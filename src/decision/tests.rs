@@ -927,11 +927,11 @@ async fn a_bare_token_is_always_verified_whatever_the_routes_say() {
     let f = fixture("routes: [{action: anonymous}]");
     let open = Requirement::default();
     assert_eq!(
-        deny_reason(f.decider.verify_token("not-a-jwt", &open).await),
+        deny_reason(f.decider.verify_token("not-a-jwt", &open, None).await),
         Some(DenyReason::MalformedToken)
     );
     let t = f.token(&claims());
-    let Decision::Allow(a) = f.decider.verify_token(&t, &open).await else {
+    let Decision::Allow(a) = f.decider.verify_token(&t, &open, None).await else {
         panic!("allow")
     };
     assert_eq!(a.identity.expect("identity").subject(), Some("alice"));
@@ -941,7 +941,7 @@ async fn a_bare_token_is_always_verified_whatever_the_routes_say() {
         ..Requirement::default()
     };
     assert_eq!(
-        deny_reason(f.decider.verify_token(&t, &strict).await),
+        deny_reason(f.decider.verify_token(&t, &strict, None).await),
         Some(DenyReason::WrongAudience)
     );
     let scoped = Requirement {
@@ -949,7 +949,7 @@ async fn a_bare_token_is_always_verified_whatever_the_routes_say() {
         ..Requirement::default()
     };
     assert_eq!(
-        deny_reason(f.decider.verify_token(&t, &scoped).await),
+        deny_reason(f.decider.verify_token(&t, &scoped, None).await),
         Some(DenyReason::InsufficientScope)
     );
 }

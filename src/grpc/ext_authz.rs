@@ -14,6 +14,7 @@ use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
 use super::{MAX_MESSAGE_BYTES, check_response};
+use crate::cert::ClientCert;
 use crate::decision::{
     Allow, CheckRequest, Decider, Decision, Deny, Frontend, could_pose_as_owned,
 };
@@ -56,6 +57,13 @@ impl tonic::server::NamedService for ExtAuthzServer {
     const NAME: &'static str = "envoy.service.auth.v3.Authorization";
 }
 
+/// The client certificate Envoy passes with `include_peer_certificate: true`: URL-encoded PEM in
+/// `attributes.source.certificate`.
+fn client_cert(req: &EnvoyCheckRequest) -> Option<ClientCert> {
+    let certificate = &req.attributes.as_ref()?.source.as_ref()?.certificate;
+    (!certificate.is_empty()).then(|| ClientCert::Encoded(certificate.clone()))
+}
+
 fn client_ip(req: &EnvoyCheckRequest) -> Option<std::net::IpAddr> {
     let address = req.attributes.as_ref()?.source.as_ref()?.address.as_ref()?;
     match address.address.as_ref()? {
@@ -69,6 +77,7 @@ fn client_ip(req: &EnvoyCheckRequest) -> Option<std::net::IpAddr> {
 fn to_check_request(req: &EnvoyCheckRequest, max_header_bytes: usize) -> CheckRequest {
     let mut check = CheckRequest {
         client: client_ip(req),
+        client_cert: client_cert(req),
         ..CheckRequest::new(Frontend::Grpc)
     };
     let Some(http) = req

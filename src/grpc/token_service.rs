@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use super::pb::token_service_server::TokenService;
 use super::pb::{VerifyRequest, VerifyResponse};
+use crate::cert::ClientCert;
 use crate::config::Requirement;
 use crate::decision::{Decider, Decision, DenyReason};
 use crate::deny;
@@ -64,7 +65,14 @@ impl TokenService for Tokens {
             scopes: req.scopes,
             ..Requirement::default()
         };
-        let response = match self.decider.verify_token(&req.token, &requirement).await {
+        let client_cert = Some(req.client_certificate.clone())
+            .filter(|c| !c.is_empty())
+            .map(ClientCert::Encoded);
+        let response = match self
+            .decider
+            .verify_token(&req.token, &requirement, client_cert)
+            .await
+        {
             Decision::Allow(allow) => {
                 let headers = allow
                     .headers
