@@ -99,28 +99,9 @@ async fn basic_credentials_become_a_verified_bearer_token_for_the_upstream_excha
     assert_eq!(header(&again, "authorization"), Some(authorization));
     assert_eq!(idp.token_requests().len(), 1);
 
-    // A bearer token still works beside it, and the forward-auth mouths answer it back: Traefik
-    // and nginx replace the upstream Authorization with authgate's.
-    let carol = idp.mint(idp.valid_claims("carol"));
-    let bearer = app.check(Some(&carol)).await;
+    // A bearer token still works beside it.
+    let bearer = app.check(Some(&idp.mint(idp.valid_claims("carol")))).await;
     assert_eq!(bearer.status(), 200);
-    assert_eq!(
-        header(&bearer, "authorization"),
-        Some(format!("Bearer {carol}"))
-    );
-    let envoy = app
-        .client
-        .get(app.url("/envoy/items"))
-        .header("Authorization", format!("Bearer {carol}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(envoy.status(), 200);
-    assert_eq!(
-        header(&envoy, "authorization"),
-        None,
-        "Envoy keeps the request's own"
-    );
     // (Counters are shared by every test in this binary: at least this test's own.)
     let metrics = app.metrics().await;
     for series in [

@@ -276,29 +276,7 @@ impl Decider {
             Ok(None) => return self.password_check(req, route_req).await,
             Err(reason) => return Decision::Deny(Deny::new(reason)),
         };
-        let echo = self
-            .echoes_bearer(req.frontend, found.source)
-            .then(|| format!("Bearer {}", found.token));
-        let mut allow = match self.verify(found, route_req, req).await {
-            Ok(allow) => allow,
-            Err(deny) => return Decision::Deny(deny),
-        };
-        if let Some(Ok(value)) = echo.map(http::HeaderValue::try_from) {
-            allow.headers.push((http::header::AUTHORIZATION, value));
-        }
-        Decision::Allow(allow)
-    }
-
-    /// Where Basic credentials are exchanged, the forward-auth mouths (Traefik, nginx) set the
-    /// upstream `Authorization` from authgate's answer (Traefik `authResponseHeaders`, nginx
-    /// `auth_request_set`), which replaces the request's own: a bearer token that came in the
-    /// header is then answered back, so that it still reaches the upstream (unless
-    /// `strip_upstream`).
-    fn echoes_bearer(&self, frontend: Frontend, source: TokenSource) -> bool {
-        self.password.is_some()
-            && matches!(frontend, Frontend::ForwardAuth | Frontend::Nginx)
-            && source == TokenSource::Header
-            && !self.config.token.strip_upstream
+        self.verify(found, route_req, req).await.into()
     }
 
     /// A request without a token: where an issuer takes the password method and the request
