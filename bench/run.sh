@@ -158,6 +158,7 @@ envoy_start() { # NAME LISTEN ADMIN TEMPLATE GRPC_PORT
     mkdir -p "$dir"
     sed -e "s/__LISTEN__/$2/; s/__ADMIN__/$3/; s/__AUTHGATE_GRPC__/$5/; s/__UPSTREAM__/$P_UPSTREAM/" \
         -e "s|__JWKS__|$WORK/jwks.json|; s|__ISSUER__|$ISSUER|; s|__AUDIENCE__|$AUDIENCE|" \
+        -e '/^    - name: ingress_tls$/,/^  clusters:$/{/^  clusters:$/!d}' \
         "$4" >"$dir/envoy.yaml"
     start "envoy-$1" "$ENVOY_BIN" -c "$dir/envoy.yaml" --disable-hot-restart --concurrency 1 \
         -l error --base-id "$2"
@@ -171,6 +172,7 @@ nginx_start() { # NAME LISTEN AUTH_PORT (empty: no auth_request)
     mkdir -p "$dir"
     sed -e "s/__LISTEN__/$2/; s/__AUTHGATE_HTTP__/${3:-$P_AXUM}/; s/__UPSTREAM__/$P_UPSTREAM/" \
         -e 's|access_log /dev/stdout authgate;|access_log off;|' \
+        -e '/__LISTEN_TLS__/d; /__TLS_CERT__/d; /__TLS_KEY__/d; /ssl_verify_client/d' \
         "$ROOT/deploy/nginx/nginx.conf" >"$dir/nginx.conf"
     if [[ -z $3 ]]; then
         sed -i -e '/auth_request \/_authgate;/d' "$dir/nginx.conf"

@@ -258,12 +258,29 @@ fn issuer_with(fields: &str) -> String {
     format!("issuers: [{{issuer: https://idp.example.com, {fields}}}]\naudiences: [api]\n")
 }
 
-fn jwk_file(name: &str, jwk: &serde_json::Value) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("authgate-config-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join(name);
-    std::fs::write(&path, jwk.to_string()).expect("write");
-    path
+/// A scratch directory of one test, removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("authgate-config-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        Self(dir)
+    }
+
+    /// Writes `value` (JSON) to `name` in the directory.
+    fn file(&self, name: &str, value: &serde_json::Value) -> std::path::PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, value.to_string()).expect("write");
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn fixture_jwk(i: usize) -> serde_json::Value {
@@ -302,7 +319,8 @@ fn the_kong_settings_validate_into_a_client_and_methods() {
     assert_eq!(issuer.proof_of_possession_mtls, PopMtls::Optional);
     assert_eq!(cfg.password_issuer(), Some(0));
 
-    let path = jwk_file("ec.json", &fixture_jwk(1));
+    let scratch = Scratch::new("kong");
+    let path = scratch.file("ec.json", &fixture_jwk(1));
     let cfg = validate(&issuer_with(&format!(
         "client_id: kong, client_jwk_file: {}, auth_methods: [password]",
         path.display()
@@ -324,12 +342,13 @@ fn the_kong_settings_validate_into_a_client_and_methods() {
 
 #[test]
 fn unusable_kong_settings_are_errors_naming_the_field() {
+    let scratch = Scratch::new("unusable");
     let public = {
         let mut jwk = fixture_jwk(0);
         jwk.as_object_mut().expect("object").remove("d");
-        jwk_file("public.json", &jwk)
+        scratch.file("public.json", &jwk)
     };
-    let secret_file = jwk_file("secret.txt", &serde_json::json!("unused"));
+    let secret_file = scratch.file("secret.txt", &serde_json::json!("unused"));
     let cases = [
         ("auth_methods: [password]", "issuers[0].client_id"),
         (

@@ -15,10 +15,11 @@
 # to $E2E_TMP/envoy-NAME.log, flushed every 100 ms (Envoy's default is every 10 s).
 
 ENV_NAMES=(grpc-main http-main grpc-query http-query grpc-stale http-stale grpc-open http-open)
-declare -A ENV_PORT=() ENV_ADMIN=()
+declare -A ENV_PORT=() ENV_ADMIN=() ENV_TLS_PORT=()
 for env_name in "${ENV_NAMES[@]}"; do
     ENV_PORT[$env_name]=$(free_port)
     ENV_ADMIN[$env_name]=$(free_port)
+    ENV_TLS_PORT[$env_name]=$(free_port)
 done
 unset env_name
 
@@ -43,6 +44,9 @@ envoy_start() {
     mkdir -p "$dir"
     sed -e "s/__LISTEN__/${ENV_PORT[$name]}/g" -e "s/__ADMIN__/${ENV_ADMIN[$name]}/g" \
         -e "s/$placeholder/$authgate_port/g" -e "s/__UPSTREAM__/$UPSTREAM_PORT/g" \
+        -e "s/__LISTEN_TLS__/${ENV_TLS_PORT[$name]}/g" \
+        -e "s|__TLS_CERT__|$PKI/server.pem|g" -e "s|__TLS_KEY__|$PKI/server.key|g" \
+        -e "s|__CLIENT_CA__|$PKI/ca.pem|g" \
         "$REPO_ROOT/deploy/envoy/envoy-$mode.yaml" >"$dir/envoy.yaml"
     if grep -q '__[A-Z_]*__' "$dir/envoy.yaml"; then
         echo "a placeholder is left in $dir/envoy.yaml"

@@ -16,8 +16,10 @@ install_debian_packages() {
     local missing=()
     command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
     command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+    # The test PKI (TLS and client certificates) is made at test time with openssl.
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     if ((${#missing[@]} == 0)); then
-        say "nginx and promtool present"
+        say "nginx, promtool and openssl present"
         return
     fi
     say "apt-get install ${missing[*]}"

@@ -5,11 +5,14 @@
 # main authgate instance, the query-token one and the short-max_stale one. Each nginx has its
 # own prefix, error log and pid file under $E2E_TMP and runs in the foreground (daemon off).
 
-# nginx_start NAME AUTHGATE_HTTP_PORT LISTEN_PORT
+# nginx_start NAME AUTHGATE_HTTP_PORT LISTEN_PORT [TLS_PORT]: the TLS listener (the test PKI's
+# server certificate) on TLS_PORT, or on a free port nobody uses.
 nginx_start() {
-    local name=$1 authgate_port=$2 listen=$3 dir="$E2E_TMP/nginx-$1"
+    local name=$1 authgate_port=$2 listen=$3 tls=${4:-$(free_port)} dir="$E2E_TMP/nginx-$1"
     mkdir -p "$dir"
-    sed -e "s/__LISTEN__/$listen/g" -e "s/__AUTHGATE_HTTP__/$authgate_port/g" \
+    sed -e "s/__LISTEN__/$listen/g" -e "s/__LISTEN_TLS__/$tls/g" \
+        -e "s|__TLS_CERT__|$PKI/server.pem|g" -e "s|__TLS_KEY__|$PKI/server.key|g" \
+        -e "s/__AUTHGATE_HTTP__/$authgate_port/g" \
         -e "s/__UPSTREAM__/$UPSTREAM_PORT/g" "$REPO_ROOT/deploy/nginx/nginx.conf" >"$dir/nginx.conf"
     if grep -q '__[A-Z_]*__' "$dir/nginx.conf"; then
         echo "a placeholder is left in $dir/nginx.conf"

@@ -83,6 +83,32 @@ log "built in $((suite_started - build_started))s"
 AUTHGATE_BIN="$REPO_ROOT/target/release/authgate"
 export AUTHGATE_BIN
 
+# --- the test PKI ----------------------------------------------------------------------------
+# Made fresh every run (P-256, one day): a CA, a server certificate for 127.0.0.1 (the proxies'
+# TLS listeners) and two client certificates, A and B, for certificate-bound tokens.
+PKI="$E2E_TMP/pki"
+export PKI
+make_pki() {
+    local name
+    mkdir -p "$PKI"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+        -subj "/CN=authgate e2e CA" -keyout "$PKI/ca.key" -out "$PKI/ca.pem" 2>/dev/null || return 1
+    for name in server client-a client-b; do
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -subj "/CN=authgate e2e $name" -keyout "$PKI/$name.key" -out "$PKI/$name.csr" \
+            2>/dev/null || return 1
+        if [[ $name == server ]]; then
+            printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$PKI/$name.ext"
+        else
+            printf 'extendedKeyUsage=clientAuth\n' >"$PKI/$name.ext"
+        fi
+        openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.pem" -CAkey "$PKI/ca.key" \
+            -CAcreateserial -days 1 -extfile "$PKI/$name.ext" -out "$PKI/$name.pem" \
+            2>/dev/null || return 1
+    done
+}
+make_pki || abort "pki" "openssl could not make the test certificates in $PKI"
+
 # --- the IdP ---------------------------------------------------------------------------------
 IDP_PORT=$(free_port)
 IDP_URL="http://127.0.0.1:$IDP_PORT"
