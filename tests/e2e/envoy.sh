@@ -2,19 +2,23 @@
 # The Envoy section of the e2e suite, sourced by run.sh (see there for what it provides).
 #
 # Runs deploy/envoy/envoy-grpc.yaml (ext_authz gRPC v3) and deploy/envoy/envoy-http.yaml
-# (ext_authz HTTP, /envoy/*), templated only for their ports, eight times in all:
+# (ext_authz HTTP, /envoy/*), templated only for their ports and the test PKI's files, ten
+# times in all:
 #
 #   grpc-main  http-main    in front of the main authgate instance
 #   grpc-query http-query   in front of the query instance (?access_token=, strip_upstream)
 #   grpc-stale http-stale   in front of the stale instance (max_stale 3s: outage checks)
 #   grpc-open  http-open    the same, with the one change that is not a port:
 #                           failure_mode_allow: true (authgate must still deny)
+#   grpc-kong  http-kong    in front of the Kong parity instance: the password grant through
+#                           the plain listener, certificate-bound tokens through the mTLS one
 #
 # Each Envoy gets its own admin port, runs with --disable-hot-restart (several run at once)
 # and --concurrency 1, logs to $E2E_TMP/envoy-NAME/envoy.log; its access log (stdout) goes
 # to $E2E_TMP/envoy-NAME.log, flushed every 100 ms (Envoy's default is every 10 s).
 
-ENV_NAMES=(grpc-main http-main grpc-query http-query grpc-stale http-stale grpc-open http-open)
+ENV_NAMES=(grpc-main http-main grpc-query http-query grpc-stale http-stale grpc-open http-open
+    grpc-kong http-kong)
 declare -A ENV_PORT=() ENV_ADMIN=() ENV_TLS_PORT=()
 for env_name in "${ENV_NAMES[@]}"; do
     ENV_PORT[$env_name]=$(free_port)
@@ -32,9 +36,11 @@ envoy_start() {
     grpc-main) authgate_port=$AG_GRPC ;;
     grpc-query) authgate_port=$AGQ_GRPC ;;
     grpc-stale | grpc-open) authgate_port=$AGS_GRPC ;;
+    grpc-kong) authgate_port=$AGK_GRPC ;;
     http-main) authgate_port=$AG_HTTP ;;
     http-query) authgate_port=$AGQ_HTTP ;;
     http-stale | http-open) authgate_port=$AGS_HTTP ;;
+    http-kong) authgate_port=$AGK_HTTP ;;
     *)
         echo "envoy_start: unknown Envoy $name"
         return 1
@@ -394,6 +400,16 @@ if ((env_ok)); then
         env_expect_token_not_logged http-query "${env_token##*.}"
     check "envoy grpc: authgate's dynamic metadata (subject) reaches Envoy's access log" \
         env_expect_metadata_logged "$env_token"
+
+    for env_mode in grpc http; do
+        check "envoy $env_mode: curl --user john:doe reaches the upstream as Bearer <john's token> (private_key_jwt at the IdP); a wrong password is 401 Basic+Bearer twice for one exchange" \
+            expect_password_flow "$(env_url "$env_mode-kong" "")" "envoy-$env_mode"
+        check "envoy $env_mode: with the password method on, a bearer token reaches the upstream unchanged" \
+            env_expect_authorization_upstream "$env_mode-kong" "$env_token" "Bearer $env_token"
+        check "envoy $env_mode: a certificate-bound token passes the mTLS listener with its client certificate only" \
+            expect_bound_token "https://127.0.0.1:${ENV_TLS_PORT[$env_mode-kong]}/api/items" \
+            --cacert "$PKI/ca.pem"
+    done
 
     # Not through check: the IdP restart must happen in this shell (its PID is tracked here).
     env_before_rotation=$env_token

@@ -1,8 +1,9 @@
 # shellcheck shell=bash
 # The nginx section of the e2e suite, sourced by run.sh (see there for what it provides).
 #
-# Runs deploy/nginx/nginx.conf, templated only for its ports, three times: in front of the
-# main authgate instance, the query-token one and the short-max_stale one. Each nginx has its
+# Runs deploy/nginx/nginx.conf, templated only for its ports and the test PKI's files, four
+# times: in front of the main authgate instance, the query-token one, the short-max_stale one
+# and the Kong parity one (whose TLS listener is used: client certificates). Each nginx has its
 # own prefix, error log and pid file under $E2E_TMP and runs in the foreground (daemon off).
 
 # nginx_start NAME AUTHGATE_HTTP_PORT LISTEN_PORT [TLS_PORT]: the TLS listener (the test PKI's
@@ -29,6 +30,8 @@ nginx_start() {
 NGX_MAIN=$(free_port)
 NGX_QUERY=$(free_port)
 NGX_STALE=$(free_port)
+NGX_KONG=$(free_port)
+NGX_KONG_TLS=$(free_port)
 
 # --- checks (each runs in a subshell through `check`; stdout is the failure detail) -----------
 
@@ -165,11 +168,33 @@ ngx_expect_outage_denied() {
     expect_eq "denials counted as keys_unavailable" 5 "$((after - before))"
 }
 
+# ngx_expect_bearer_unchanged TOKEN: through the Kong instance's nginx a bearer request's own
+# Authorization reaches the upstream as it was (the map falls back to it: authgate answers
+# Authorization only for an exchanged token).
+ngx_expect_bearer_unchanged() {
+    request "http://127.0.0.1:$NGX_KONG/api/items" -H "Authorization: Bearer $1"
+    expect_eq status 200 "$RESP_STATUS" &&
+        expect_eq "upstream Authorization" "Bearer $1" "$(upstream_header authorization)"
+}
+
+# ngx_expect_cert_header_not_believed: on plain HTTP a client-sent X-Forwarded-Tls-Client-Cert
+# naming certificate A is replaced by nginx's (empty) $ssl_client_escaped_cert, so A's bound
+# token is refused.
+ngx_expect_cert_header_not_believed() {
+    local token
+    token=$(mint_bound "$PKI/client-a.pem")
+    request "http://127.0.0.1:$NGX_KONG/api/items" -H "Authorization: Bearer $token" \
+        -H "X-Forwarded-Tls-Client-Cert: $(jq -sRr @uri <"$PKI/client-a.pem")"
+    expect_eq status 401 "$RESP_STATUS" &&
+        expect_match WWW-Authenticate 'error="invalid_token"' "$(resp_header www-authenticate)"
+}
+
 # --- run ---------------------------------------------------------------------------------------
 ngx_ok=1
 
-for ngx_spec in "main $AG_HTTP $NGX_MAIN" "query $AGQ_HTTP $NGX_QUERY" "stale $AGS_HTTP $NGX_STALE"; do
-    # shellcheck disable=SC2086 # three words on purpose
+for ngx_spec in "main $AG_HTTP $NGX_MAIN" "query $AGQ_HTTP $NGX_QUERY" "stale $AGS_HTTP $NGX_STALE" \
+    "kong $AGK_HTTP $NGX_KONG $NGX_KONG_TLS"; do
+    # shellcheck disable=SC2086 # three or four words on purpose
     set -- $ngx_spec
     if ! nginx_start "$@" >>"$E2E_TMP/nginx-setup.log" 2>&1; then
         fail "nginx: start in front of authgate $1" "see $E2E_TMP/nginx-setup.log and $E2E_TMP/nginx-$1/error.log"
@@ -232,6 +257,15 @@ if ((ngx_ok)); then
     check "nginx: header and query token together are 401 invalid_request" \
         ngx_expect_deny_for multiple_tokens "$NGX_QUERY" "/api/items?access_token=$ngx_token" 401 \
         '^Bearer realm="authgate", error="invalid_request"' -H "Authorization: Bearer $ngx_token"
+
+    check "nginx: curl --user john:doe reaches the upstream as Bearer <john's token> (private_key_jwt at the IdP); a wrong password is 401 Basic+Bearer twice for one exchange" \
+        expect_password_flow "http://127.0.0.1:$NGX_KONG" nginx
+    check "nginx: with the password method on, a bearer token reaches the upstream unchanged" \
+        ngx_expect_bearer_unchanged "$ngx_token"
+    check "nginx: a certificate-bound token passes over TLS with its client certificate only" \
+        expect_bound_token "https://127.0.0.1:$NGX_KONG_TLS/api/items" --cacert "$PKI/ca.pem"
+    check "nginx: a client-sent X-Forwarded-Tls-Client-Cert on plain HTTP is not believed" \
+        ngx_expect_cert_header_not_believed
 
     # Not through check: the IdP restart must happen in this shell (its PID is tracked here).
     ngx_before_rotation=$ngx_token

@@ -13,11 +13,17 @@
 #                                        /admin needs scope api:admin, /denied is denied
 #   query  (AGQ_HTTP/AGQ_GRPC/AGQ_ADMIN) also reads ?access_token=, strip_upstream on
 #   stale  (AGS_HTTP/AGS_GRPC/AGS_ADMIN) keys.max_stale 3s: stop the IdP and it denies all
+#   kong   (AGK_HTTP/AGK_GRPC/AGK_ADMIN) the password method (the IdP's kong client, with
+#                                        private_key_jwt) and certificate-bound tokens
+#                                        (optional), the certificate in X-Forwarded-Tls-Client-Cert
 #
+# A test PKI (PKI: ca.pem, server.pem/.key for 127.0.0.1, client-a and client-b .pem/.key) is
+# made at start for the proxies' TLS listeners and client certificates.
 # What a section can use (all exported): the ports above, UPSTREAM_PORT, IDP_PORT, IDP_URL
 # (= the issuer; resources and client in idp/idp.mjs), ENVOY_BIN, TRAEFIK_BIN, NGINX_BIN,
 # AUTHGATE_BIN, E2E_DIR, E2E_TMP, REPO_ROOT; the functions of
-# lib.sh and, below, mint, mint_expired, tamper, jwt_header, jwt_claim, expect_denied,
+# lib.sh and, below, mint, mint_bound, x5t_of, idp_stat, expect_password_flow,
+# expect_bound_token, mint_expired, tamper, jwt_header, jwt_claim, expect_denied,
 # expect_counted, expect_rotation_after,
 # idp_stop, idp_start,
 # idp_restart, idp_outage_begin, idp_outage_end. A section starts its proxies with start_bg
@@ -115,12 +121,16 @@ IDP_URL="http://127.0.0.1:$IDP_PORT"
 IDP_CLIENT=e2e-client
 IDP_SECRET=e2e-secret
 IDP_KEYS="$E2E_TMP/idp-keys.json"
-export IDP_PORT IDP_URL IDP_CLIENT IDP_SECRET
+# The private JWK of the IdP's `kong` client (private_key_jwt): made by the IdP on first start,
+# read by the kong authgate instance as its client_jwk_file.
+IDP_CLIENT_KEY="$E2E_TMP/kong-client.jwk.json"
+export IDP_PORT IDP_URL IDP_CLIENT IDP_SECRET IDP_CLIENT_KEY
 
 # idp_start [--rotate]: start the IdP (keys kept in IDP_KEYS across restarts) and wait until
 # it answers discovery and, once the stale instance runs, until that one has fetched from it.
 idp_start() {
-    start_bg idp node "$E2E_DIR/idp/idp.mjs" --port "$IDP_PORT" --keys "$IDP_KEYS" "$@"
+    start_bg idp node "$E2E_DIR/idp/idp.mjs" --port "$IDP_PORT" --keys "$IDP_KEYS" \
+        --client-key "$IDP_CLIENT_KEY" "$@"
     wait_http "$IDP_URL/.well-known/openid-configuration" 200 30 || return 1
     [[ -z $(pid_of authgate-stale) ]] || wait_stale_fresh
 }
@@ -149,6 +159,80 @@ mint() {
     curl -s --max-time 5 -u "$IDP_CLIENT:$IDP_SECRET" -d grant_type=client_credentials \
         --data-urlencode "resource=$1" --data-urlencode "scope=${2:-api:read}" "$IDP_URL/token" |
         jq -r '.access_token // empty'
+}
+
+# mint_bound PEM_FILE: a token of the IdP's e2e-mtls client bound (cnf.x5t#S256) to the
+# certificate in PEM_FILE, which the IdP reads from x-client-cert as a TLS terminator would pass it.
+mint_bound() {
+    local cert
+    cert=$(jq -sRr @uri <"$1")
+    curl -s --max-time 5 -u e2e-mtls:e2e-mtls-secret -H "x-client-cert: $cert" \
+        -d grant_type=client_credentials --data-urlencode "resource=urn:authgate:rs256" \
+        --data-urlencode "scope=api:read" "$IDP_URL/token" | jq -r '.access_token // empty'
+}
+
+# x5t_of PEM_FILE: base64url SHA-256 of the certificate's DER (RFC 8705 cnf.x5t#S256).
+x5t_of() {
+    openssl x509 -in "$1" -outform DER | openssl dgst -sha256 -binary | b64url_encode
+}
+
+# idp_stat FIELD: a value of the IdP's /test/stats (jq path, e.g. .password_grants).
+idp_stat() { curl -s --max-time 2 "$IDP_URL/test/stats" | jq -r "$1 // empty"; }
+
+# expect_password_flow BASE_URL NAME: through the proxy at BASE_URL (in front of the kong
+# instance), `curl --user john:doe` reaches the upstream with `Authorization: Bearer <token>`
+# whose sub is john and X-Auth-Subject john, and the IdP saw kong authenticate with a
+# private_key_jwt assertion for its token endpoint; a wrong password (NAME makes it this
+# check's own) is a 401 offering Basic and Bearer, twice, for one exchange at the IdP.
+expect_password_flow() {
+    local base=$1 name=$2 authorization token before after i
+    request "$base/api/items" --user john:doe
+    expect_eq status 200 "$RESP_STATUS" || { echo "body: ${RESP_BODY:0:200}"; return 1; }
+    authorization=$(upstream_header authorization)
+    expect_match "upstream Authorization" '^Bearer [A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$' \
+        "$authorization" || return 1
+    token=${authorization#Bearer }
+    expect_eq "sub of the upstream's token" john "$(jwt_claim "$token" sub)" &&
+        expect_eq "its issuer" "$IDP_URL" "$(jwt_claim "$token" iss)" &&
+        expect_eq "upstream x-auth-subject" john "$(upstream_header x-auth-subject)" &&
+        expect_eq "the IdP's last client authentication" private_key_jwt \
+            "$(idp_stat .last_password_client.auth_method)" &&
+        expect_eq "the assertion's aud" "$IDP_URL/token" \
+            "$(idp_stat .last_password_client.assertion.aud)" &&
+        expect_eq "the assertion's iss" kong "$(idp_stat .last_password_client.assertion.iss)" ||
+        return 1
+    before=$(idp_stat .password_grants)
+    for i in 1 2; do
+        request "$base/api/items" --user "john:wrong-$name"
+        expect_eq "status of wrong password try $i" 401 "$RESP_STATUS" &&
+            expect_match "challenge of try $i" '^Basic realm="authgate", charset="UTF-8", Bearer realm="authgate"' \
+                "$(resp_header www-authenticate)" || return 1
+        [[ $RESP_BODY != *'"headers"'* ]] || { echo "the upstream answered"; return 1; }
+    done
+    after=$(idp_stat .password_grants)
+    expect_eq "exchanges at the IdP for two wrong tries" 1 "$((after - before))"
+}
+
+# expect_bound_token URL CURL_TLS_ARGS...: a token bound to client certificate A passes through
+# the TLS proxy at URL with certificate A, and is a 401 invalid_token with certificate B or none.
+expect_bound_token() {
+    local url=$1 token
+    shift
+    token=$(mint_bound "$PKI/client-a.pem")
+    [[ -n $token ]] || { echo "no bound token from the IdP"; return 1; }
+    expect_eq "the token's cnf.x5t#S256" "$(x5t_of "$PKI/client-a.pem")" \
+        "$(jwt_claim "$token" cnf | jq -r '.["x5t#S256"]')" || return 1
+    request "$url" "$@" --cert "$PKI/client-a.pem" --key "$PKI/client-a.key" \
+        -H "Authorization: Bearer $token"
+    expect_eq "status with certificate A" 200 "$RESP_STATUS" || { echo "body: ${RESP_BODY:0:200}"; return 1; }
+    expect_eq "upstream x-auth-subject" e2e-mtls "$(upstream_header x-auth-subject)" || return 1
+    request "$url" "$@" --cert "$PKI/client-b.pem" --key "$PKI/client-b.key" \
+        -H "Authorization: Bearer $token"
+    expect_eq "status with certificate B" 401 "$RESP_STATUS" &&
+        expect_match "challenge with B" 'error="invalid_token"' "$(resp_header www-authenticate)" ||
+        return 1
+    request "$url" "$@" -H "Authorization: Bearer $token"
+    expect_eq "status without a certificate" 401 "$RESP_STATUS"
 }
 
 b64url_decode() {
@@ -254,6 +338,7 @@ idp_outage_begin() {
 idp_outage_end() {
     idp_start
 }
+export -f mint_bound x5t_of idp_stat expect_password_flow expect_bound_token
 export -f idp_start wait_stale_fresh idp_stop idp_restart mint b64url_decode b64url_encode jwt_header jwt_claim \
     tamper mint_expired idp_outage_begin idp_outage_end
 
@@ -309,19 +394,45 @@ token: {query: {enabled: true}, strip_upstream: true}'
 write_config stale "$AGS_HTTP" "$AGS_GRPC" "$AGS_ADMIN" \
     'keys: {max_stale: 3s, min_ttl: 1s, retry_initial: 200ms, retry_max: 1s, unknown_kid_cooldown: 1s}'
 
-for name in main query stale; do
+# The Kong parity instance: the password method with private_key_jwt (the IdP's kong client)
+# and certificate-bound tokens (optional), the client certificate from proxies in
+# X-Forwarded-Tls-Client-Cert (nginx) or Envoy's attributes.
+AGK_HTTP=$(free_port) AGK_GRPC=$(free_port) AGK_ADMIN=$(free_port)
+export AGK_HTTP AGK_GRPC AGK_ADMIN
+cat >"$E2E_TMP/authgate-kong.yaml" <<EOF
+# authgate instance "kong" of the e2e suite (generated by tests/e2e/run.sh)
+listen: {http: "127.0.0.1:$AGK_HTTP", grpc: "127.0.0.1:$AGK_GRPC", admin: "127.0.0.1:$AGK_ADMIN"}
+log: {level: "info,authgate::decision=debug"}
+issuers:
+  - issuer: "$IDP_URL"
+    auth_methods: [bearer, password]
+    client_id: kong
+    client_auth: private_key_jwt
+    client_jwk_file: "$IDP_CLIENT_KEY"
+    proof_of_possession_mtls: optional
+audiences: [urn:authgate:rs256]
+leeway: 0s
+client_cert_header: X-Forwarded-Tls-Client-Cert
+# Each section rotates the IdP's key (see the main instance).
+keys: {unknown_kid_cooldown: 1s}
+routes:
+  - {path_prefix: /public, action: anonymous}
+shutdown: {grace: 0s, drain_timeout: 1s}
+EOF
+
+for name in main query stale kong; do
     "$AUTHGATE_BIN" check-config "$E2E_TMP/authgate-$name.yaml" >/dev/null ||
         abort "authgate config $name" "check-config rejected $E2E_TMP/authgate-$name.yaml"
     start_bg "authgate-$name" "$AUTHGATE_BIN" serve --config "$E2E_TMP/authgate-$name.yaml"
 done
 
 ready=1
-for admin in "$AG_ADMIN" "$AGQ_ADMIN" "$AGS_ADMIN"; do
+for admin in "$AG_ADMIN" "$AGQ_ADMIN" "$AGS_ADMIN" "$AGK_ADMIN"; do
     wait_http "http://127.0.0.1:$admin/readyz" 200 30 || ready=0
 done
 wait_http "http://127.0.0.1:$UPSTREAM_PORT/" 200 10 || ready=0
 ((ready)) || abort "start-up" "authgate or the upstream did not become ready; see $E2E_TMP/*.log"
-log "IdP $IDP_URL, upstream :$UPSTREAM_PORT, authgate main :$AG_HTTP query :$AGQ_HTTP stale :$AGS_HTTP"
+log "IdP $IDP_URL, upstream :$UPSTREAM_PORT, authgate main :$AG_HTTP query :$AGQ_HTTP stale :$AGS_HTTP kong :$AGK_HTTP"
 
 # --- the proxy sections ----------------------------------------------------------------------
 for section in ${E2E_SECTIONS:-nginx traefik envoy}; do
@@ -349,6 +460,7 @@ promtool_clean() {
 check "metrics: promtool check metrics reports nothing (main)" promtool_clean main "$AG_ADMIN"
 check "metrics: promtool check metrics reports nothing (query)" promtool_clean query "$AGQ_ADMIN"
 check "metrics: promtool check metrics reports nothing (stale)" promtool_clean stale "$AGS_ADMIN"
+check "metrics: promtool check metrics reports nothing (kong)" promtool_clean kong "$AGK_ADMIN"
 
 log "checks done in $((SECONDS - suite_started))s after the build ($SECONDS s in all)"
 summary

@@ -15,6 +15,7 @@ TRF_MAIN=$(free_port)
 TRF_QUERY=$(free_port)
 TRF_STALE=$(free_port)
 TRF_NOALIAS=$(free_port)
+TRF_KONG=$(free_port)
 TRF_DOWN=$(free_port)
 TRF_NOWHERE=$(free_port) # nothing listens here: authgate "unreachable"
 TRF_FRONTEND=forward_auth
@@ -273,13 +274,22 @@ trf_expect_unreachable_closed() {
     done
 }
 
+# trf_expect_bearer_unchanged TOKEN: in front of the Kong instance a bearer request takes the
+# app router, whose middleware does not take Authorization from authgate's answer: the upstream
+# gets the request's own.
+trf_expect_bearer_unchanged() {
+    request "http://127.0.0.1:$TRF_KONG/api/items" -H "Authorization: Bearer $1"
+    expect_eq status 200 "$RESP_STATUS" &&
+        expect_eq "upstream Authorization" "Bearer $1" "$(upstream_header authorization)"
+}
+
 # --- run ---------------------------------------------------------------------------------------
 trf_ok=1
 trf_started=$SECONDS
 
 # Started together, then waited for: their start-up times overlap.
 for trf_spec in "main $AG_HTTP $TRF_MAIN" "query $AGQ_HTTP $TRF_QUERY" "stale $AGS_HTTP $TRF_STALE" \
-    "noalias $AG_HTTP $TRF_NOALIAS noalias" "down $TRF_NOWHERE $TRF_DOWN"; do
+    "noalias $AG_HTTP $TRF_NOALIAS noalias" "down $TRF_NOWHERE $TRF_DOWN" "kong $AGK_HTTP $TRF_KONG"; do
     # shellcheck disable=SC2086 # words on purpose
     set -- $trf_spec
     if ! trf_start "$@" >>"$E2E_TMP/traefik-setup.log" 2>&1; then
@@ -289,7 +299,7 @@ for trf_spec in "main $AG_HTTP $TRF_MAIN" "query $AGQ_HTTP $TRF_QUERY" "stale $A
 done
 set --
 for trf_spec in "main $TRF_MAIN 200" "query $TRF_QUERY 200" "stale $TRF_STALE 200" \
-    "noalias $TRF_NOALIAS 200" "down $TRF_DOWN 500"; do
+    "noalias $TRF_NOALIAS 200" "down $TRF_DOWN 500" "kong $TRF_KONG 200"; do
     # shellcheck disable=SC2086 # three words on purpose
     set -- $trf_spec
     if ((trf_ok)) && ! trf_wait_routed "$@" >>"$E2E_TMP/traefik-setup.log" 2>&1; then
@@ -300,7 +310,7 @@ for trf_spec in "main $TRF_MAIN 200" "query $TRF_QUERY 200" "stale $TRF_STALE 20
 done
 set --
 unset trf_spec
-((trf_ok)) && log "traefik: 5 instances routed in $((SECONDS - trf_started))s"
+((trf_ok)) && log "traefik: 6 instances routed in $((SECONDS - trf_started))s"
 
 if ((trf_ok)); then
     for trf_alg in RS256 PS256 ES256 EdDSA; do
@@ -371,6 +381,11 @@ if ((trf_ok)); then
     check "traefik: authgate unreachable is 500 from Traefik, never the upstream" \
         trf_expect_unreachable_closed "$trf_token"
 
+    check "traefik: curl --user john:doe reaches the upstream as Bearer <john's token> (private_key_jwt at the IdP); a wrong password is 401 Basic+Bearer twice for one exchange" \
+        expect_password_flow "http://127.0.0.1:$TRF_KONG" traefik
+    check "traefik: with the password method on, a bearer token reaches the upstream unchanged" \
+        trf_expect_bearer_unchanged "$trf_token"
+
     # Not through check: the IdP restart must happen in this shell (its PID is tracked here).
     trf_before_rotation=$(mint urn:authgate:ps256)
     trf_authgate_pid=$(pid_of authgate-main)
@@ -399,11 +414,11 @@ if ((trf_ok)); then
 fi
 
 # Stopped here, not at the end of the run: TERM to all first, so their graceful stops overlap.
-for trf_name in main query stale noalias down; do
+for trf_name in main query stale noalias down kong; do
     trf_pid=$(pid_of "traefik-$trf_name")
     [[ -n $trf_pid ]] && kill -TERM "$trf_pid" 2>/dev/null
 done
-for trf_name in main query stale noalias down; do
+for trf_name in main query stale noalias down kong; do
     stop_one "traefik-$trf_name" 5
 done
 log "traefik: section done in $((SECONDS - trf_started))s"

@@ -3,16 +3,31 @@
 // (RFC 8707). Each resource names the audience and the signing algorithm of its tokens, so one
 // IdP issues RS256, PS256, ES256 and EdDSA tokens.
 //
-//   node idp.mjs --port P --keys FILE [--rotate]
+//   node idp.mjs --port P --keys FILE --client-key FILE [--rotate]
 //
-// FILE holds the private signing keys (a JWKS); it is created on first start (RSA 2048,
+// --keys FILE holds the private signing keys (a JWKS); it is created on first start (RSA 2048,
 // EC P-256, Ed25519) and reused on restart, so tokens issued before a restart still verify.
+// --client-key FILE is the private JWK (EC P-256, ES256) of the `kong` client, which
+// authenticates with private_key_jwt (authgate's client_jwk_file); created on first start, its
+// public half registered with the client.
 // --rotate adds a new RSA key FIRST (so it signs RS256 and PS256 tokens from now on) and keeps
 // the old keys published. The issuer is http://127.0.0.1:P, exactly.
 //
 // A token from bash:
 //   curl -s -u e2e-client:e2e-secret -d grant_type=client_credentials \
 //     -d resource=urn:authgate:rs256 -d scope=api:read http://127.0.0.1:P/token
+//
+// The Kong parity clients (README "Migrating from Kong OIDC"):
+//   kong      private_key_jwt; the password grant (registered here: oidc-provider has none)
+//             for USERS, and client credentials. Default resource urn:authgate:rs256.
+//   e2e-mtls  client_secret_basic (secret e2e-mtls-secret), client credentials, certificate-
+//             bound access tokens (RFC 8705): cnf.x5t#S256 of the certificate in the request's
+//             x-client-cert header (URL-encoded PEM; the IdP runs plain HTTP on loopback, so
+//             the test hands the certificate over as a TLS terminator would).
+// GET /test/stats answers {"password_grants": N, "last_password_client": {...}}: every
+// password grant request that reached the grant (client authenticated), wrong passwords
+// included, and how the last one's client authenticated (kept across restarts in
+// KEYS.stats.json).
 //
 // Resources: urn:authgate:{rs256,ps256,es256,eddsa} (audience = the resource, 1 h tokens),
 // urn:authgate:short (audience urn:authgate:rs256, RS256, 2 s tokens: for expiry checks) and
@@ -30,12 +45,13 @@ const { values: args } = parseArgs({
   options: {
     port: { type: 'string' },
     keys: { type: 'string' },
+    'client-key': { type: 'string' },
     rotate: { type: 'boolean', default: false },
   },
 });
 
-if (!args.port || !args.keys) {
-  console.error('usage: node idp.mjs --port PORT --keys FILE [--rotate]');
+if (!args.port || !args.keys || !args['client-key']) {
+  console.error('usage: node idp.mjs --port PORT --keys FILE --client-key FILE [--rotate]');
   process.exit(64);
 }
 
@@ -45,6 +61,9 @@ const issuer = `http://127.0.0.1:${port}`;
 export const CLIENT_ID = 'e2e-client';
 export const CLIENT_SECRET = 'e2e-secret';
 const SCOPE = 'api:read api:write';
+export const USERS = { john: 'doe', jane: 'secret' };
+const PASSWORD_CLIENT = 'kong';
+const MTLS_CLIENT = 'e2e-mtls';
 
 // resource indicator -> what a token for it looks like
 const RESOURCES = {
@@ -90,6 +109,23 @@ function loadKeys(file, rotate) {
 
 const jwks = loadKeys(args.keys, args.rotate);
 
+// The kong client's key pair: the private JWK for authgate, the public one registered here.
+function loadClientKey(file) {
+  if (!fs.existsSync(file)) {
+    const key = { ...privateJwk('ec', { namedCurve: 'P-256' }), alg: 'ES256' };
+    fs.writeFileSync(file, `${JSON.stringify(key, null, 2)}\n`, { mode: 0o600 });
+  }
+  const { d, ...publicJwk } = JSON.parse(fs.readFileSync(file, 'utf8'));
+  return publicJwk;
+}
+const clientPublicJwk = loadClientKey(args['client-key']);
+
+// Kept next to the keys, so that a restart (key rotation, an outage) does not forget them.
+const statsFile = `${args.keys}.stats.json`;
+const stats = fs.existsSync(statsFile)
+  ? JSON.parse(fs.readFileSync(statsFile, 'utf8'))
+  : { password_grants: 0, last_password_client: null };
+
 const configuration = {
   clients: [
     {
@@ -101,6 +137,26 @@ const configuration = {
       token_endpoint_auth_method: 'client_secret_basic',
       scope: SCOPE,
     },
+    {
+      client_id: PASSWORD_CLIENT,
+      grant_types: ['password', 'client_credentials'],
+      redirect_uris: [],
+      response_types: [],
+      token_endpoint_auth_method: 'private_key_jwt',
+      token_endpoint_auth_signing_alg: 'ES256',
+      jwks: { keys: [clientPublicJwk] },
+      scope: SCOPE,
+    },
+    {
+      client_id: MTLS_CLIENT,
+      client_secret: 'e2e-mtls-secret',
+      grant_types: ['client_credentials'],
+      redirect_uris: [],
+      response_types: [],
+      token_endpoint_auth_method: 'client_secret_basic',
+      tls_client_certificate_bound_access_tokens: true,
+      scope: SCOPE,
+    },
   ],
   jwks,
   scopes: ['openid', 'offline_access', 'api:read', 'api:write'],
@@ -110,6 +166,20 @@ const configuration = {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
     introspection: { enabled: false },
+    mTLS: {
+      enabled: true,
+      certificateBoundAccessTokens: true,
+      // A header that is not a certificate is none (the grant then answers invalid_grant),
+      // never hashed into a cnf.
+      getCertificate(ctx) {
+        const header = ctx.get('x-client-cert');
+        try {
+          return header ? new crypto.X509Certificate(decodeURIComponent(header)) : undefined;
+        } catch {
+          return undefined;
+        }
+      },
+    },
     revocation: { enabled: false },
     resourceIndicators: {
       enabled: true,
@@ -118,7 +188,7 @@ const configuration = {
       useGrantedResource: () => true,
       getResourceServerInfo(ctx, resourceIndicator, client) {
         const resource = RESOURCES[resourceIndicator];
-        if (!resource || client.clientId !== CLIENT_ID) {
+        if (!resource || ![CLIENT_ID, PASSWORD_CLIENT, MTLS_CLIENT].includes(client.clientId)) {
           throw new errors.InvalidTarget();
         }
         return {
@@ -138,6 +208,8 @@ const configuration = {
   ttl: {
     // The resource server's accessTokenTTL when it has one (urn:authgate:short), else 1 h.
     ClientCredentials: (ctx, token) => token.resourceServer?.accessTokenTTL ?? 3600,
+    // The password grant's tokens: the same rule.
+    AccessToken: (ctx, token) => token.resourceServer?.accessTokenTTL ?? 3600,
   },
   renderError(ctx, out) {
     ctx.type = 'json';
@@ -145,12 +217,63 @@ const configuration = {
   },
 };
 
+// The password grant (RFC 6749 §4.3), registered before the provider first loads its clients
+// (whose grant_types name it). The client has authenticated (private_key_jwt) before this runs.
+// The token is an ordinary access token of the user (accountId = sub) for the requested
+// resource, default urn:authgate:rs256, so it is a JWT like the client credentials tokens.
+async function passwordGrant(ctx) {
+  const { client, params } = ctx.oidc;
+  stats.password_grants += 1;
+  stats.last_password_client = {
+    client_id: client.clientId,
+    auth_method: client.clientAuthMethod,
+    assertion: params.client_assertion
+      ? JSON.parse(Buffer.from(params.client_assertion.split('.')[1], 'base64url').toString())
+      : null,
+    assertion_header: params.client_assertion
+      ? JSON.parse(Buffer.from(params.client_assertion.split('.')[0], 'base64url').toString())
+      : null,
+  };
+  fs.writeFileSync(statsFile, JSON.stringify(stats));
+  if (!Object.hasOwn(USERS, params.username) || USERS[params.username] !== params.password) {
+    throw new errors.InvalidGrant('invalid resource owner credentials');
+  }
+  const indicator = params.resource ?? 'urn:authgate:rs256';
+  const info = configuration.features.resourceIndicators.getResourceServerInfo(ctx, indicator, client);
+  const resourceServer = new provider.ResourceServer(indicator, info);
+  const requested = (params.scope ?? SCOPE).split(' ');
+  const scope = requested.filter((s) => info.scope.split(' ').includes(s)).join(' ');
+  const token = new provider.AccessToken({
+    accountId: params.username,
+    client,
+    gty: 'password',
+    scope: scope || undefined,
+  });
+  token.resourceServer = resourceServer;
+  const value = await token.save();
+  ctx.body = {
+    access_token: value,
+    token_type: token.tokenType,
+    expires_in: token.expiration,
+    scope: token.scope,
+  };
+}
+
 const provider = new Provider(issuer, configuration);
+provider.registerGrantType('password', passwordGrant, ['username', 'password', 'scope', 'resource']);
 
 // Quiet: one line per server error, nothing per request.
 provider.on('server_error', (_ctx, err) => console.error(`idp server_error: ${err.message}`));
 
-const server = http.createServer(provider.callback());
+const callback = provider.callback();
+const server = http.createServer((req, res) => {
+  if (req.method === 'GET' && req.url === '/test/stats') {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(stats));
+    return;
+  }
+  callback(req, res);
+});
 server.listen(port, '127.0.0.1', () => {
   console.log(`idp ready ${issuer} kids=${jwks.keys.map((k) => k.kid).join(',')}`);
 });
