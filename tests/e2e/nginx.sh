@@ -177,6 +177,27 @@ ngx_expect_bearer_unchanged() {
         expect_eq "upstream Authorization" "Bearer $1" "$(upstream_header authorization)"
 }
 
+# ngx_expect_password_not_logged: after expect_password_flow, neither the passwords nor the
+# exchanged token appear in the logs of nginx, the kong authgate instance or the IdP.
+ngx_expect_password_not_logged() {
+    local token file secret
+    request "http://127.0.0.1:$NGX_KONG/api/items" --user john:doe
+    expect_eq status 200 "$RESP_STATUS" || return 1
+    token=$(upstream_header authorization)
+    token=${token#Bearer }
+    for file in "$E2E_TMP/nginx-kong.log" "$E2E_TMP/nginx-kong/error.log" \
+        "$E2E_TMP/authgate-kong.log" "$E2E_TMP/idp.log"; do
+        for secret in wrong-nginx "${token##*.}" "$(printf 'john:doe' | base64)"; do
+            if grep -qF -- "$secret" "$file"; then
+                echo "${secret:0:12}... is in $file"
+                return 1
+            fi
+        done
+    done
+    grep -q 'invalid_credentials' "$E2E_TMP/authgate-kong.log" ||
+        { echo "no denial logged by the kong instance (is it logging?)"; return 1; }
+}
+
 # ngx_expect_cert_header_not_believed: on plain HTTP a client-sent X-Forwarded-Tls-Client-Cert
 # naming certificate A is replaced by nginx's (empty) $ssl_client_escaped_cert, so A's bound
 # token is refused.
@@ -260,6 +281,8 @@ if ((ngx_ok)); then
 
     check "nginx: curl --user john:doe reaches the upstream as Bearer <john's token> (private_key_jwt at the IdP); a wrong password is 401 Basic+Bearer twice for one exchange" \
         expect_password_flow "http://127.0.0.1:$NGX_KONG" nginx
+    check "nginx: passwords and the exchanged token are in no log (nginx, authgate, IdP)" \
+        ngx_expect_password_not_logged
     check "nginx: with the password method on, a bearer token reaches the upstream unchanged" \
         ngx_expect_bearer_unchanged "$ngx_token"
     check "nginx: a certificate-bound token passes over TLS with its client certificate only" \
