@@ -16,7 +16,7 @@ export RUSTC_BOOTSTRAP=1
 
 seconds="${FUZZ_SECONDS:-60}"
 sanitizer="${FUZZ_SANITIZER:-address}"
-all_targets=(token forwarded_uri config jwks)
+all_targets=(token forwarded_uri config jwks credentials)
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
@@ -31,6 +31,8 @@ max_len() {
         config) echo 32768 ;;
         # A JWKS at the 100-key cap is about 70 KB.
         jwks) echo 65536 ;;
+        # A certificate chain in a header, URL-encoded.
+        credentials) echo 16384 ;;
         *) echo "unknown target $1" >&2; return 1 ;;
     esac
 }
