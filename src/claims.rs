@@ -41,13 +41,43 @@ impl ClaimPath {
     }
 }
 
-/// A claim that must equal one of `values` (or, for an array claim, contain one of them).
+/// A condition on one claim.
 #[derive(Debug, Clone)]
 pub struct ClaimRequirement {
     /// Where the claim is.
     pub path: ClaimPath,
-    /// Accepted values, compared as text.
-    pub values: Vec<String>,
+    /// What it must be.
+    pub matcher: ClaimMatch,
+}
+
+/// What a claim must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimMatch {
+    /// One of these values, compared as text (for an array claim: one of its elements).
+    OneOf(Vec<String>),
+    /// A string with exactly one `@`, a non-empty local part and a domain equal to one of these
+    /// (lower-cased; compared without regard to ASCII case).
+    EmailDomain(Vec<String>),
+}
+
+impl ClaimMatch {
+    /// Whether the texts of this match come from string claims only (see [`match_texts`]).
+    pub fn strings_only(&self) -> bool {
+        matches!(self, ClaimMatch::EmailDomain(_))
+    }
+}
+
+/// The texts a condition of this kind compares: [`rule_texts`], or for a strings-only condition
+/// the claim's text only when it is a string.
+pub fn match_texts(value: Option<&Value>, strings_only: bool) -> Vec<String> {
+    if strings_only {
+        match value {
+            Some(Value::String(s)) => vec![s.clone()],
+            _ => Vec::new(),
+        }
+    } else {
+        rule_texts(value)
+    }
 }
 
 fn scalar_text(value: &Value) -> Option<String> {
@@ -70,20 +100,27 @@ pub fn rule_texts(value: Option<&Value>) -> Vec<String> {
 }
 
 impl ClaimRequirement {
-    /// Whether one of a claim's rule texts (see [`rule_texts`]) is an accepted value.
+    /// Whether a claim's texts (see [`match_texts`]) satisfy the condition.
     pub fn accepts<'a>(&self, texts: impl IntoIterator<Item = &'a str>) -> bool {
-        texts
-            .into_iter()
-            .any(|t| self.values.iter().any(|v| v == t))
+        let mut texts = texts.into_iter();
+        match &self.matcher {
+            ClaimMatch::OneOf(values) => texts.any(|t| values.iter().any(|v| v == t)),
+            ClaimMatch::EmailDomain(domains) => match (texts.next(), texts.next()) {
+                (Some(email), None) => match email.split_once('@') {
+                    Some((local, domain)) if !local.is_empty() && !domain.contains('@') => {
+                        domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+                    }
+                    _ => false,
+                },
+                _ => false,
+            },
+        }
     }
 
     /// Whether the claims satisfy this requirement.
     pub fn satisfied_by(&self, claims: &Map<String, Value>) -> bool {
-        self.accepts(
-            rule_texts(self.path.lookup(claims))
-                .iter()
-                .map(String::as_str),
-        )
+        let texts = match_texts(self.path.lookup(claims), self.matcher.strings_only());
+        self.accepts(texts.iter().map(String::as_str))
     }
 }
 
@@ -225,13 +262,47 @@ mod tests {
         let c = claims(json!({"roles": ["admin", "dev"], "tier": 3, "email_verified": true}));
         let req = |p: &str, v: &[&str]| ClaimRequirement {
             path: ClaimPath::parse(p).expect("path"),
-            values: v.iter().map(|s| (*s).to_owned()).collect(),
+            matcher: ClaimMatch::OneOf(v.iter().map(|s| (*s).to_owned()).collect()),
         };
         assert!(req("roles", &["admin"]).satisfied_by(&c));
         assert!(!req("roles", &["root"]).satisfied_by(&c));
         assert!(req("tier", &["3"]).satisfied_by(&c));
         assert!(req("email_verified", &["true"]).satisfied_by(&c));
         assert!(!req("missing", &["x"]).satisfied_by(&c));
+    }
+
+    #[test]
+    fn email_domain_holds_for_a_string_with_one_at_and_a_listed_domain_in_any_case() {
+        let rule = ClaimRequirement {
+            path: ClaimPath::parse("email").expect("path"),
+            matcher: ClaimMatch::EmailDomain(vec![
+                "example.com".to_owned(),
+                "corp.example".to_owned(),
+            ]),
+        };
+        let holds = |email: serde_json::Value| {
+            rule.satisfied_by(json!({"email": email}).as_object().expect("object"))
+        };
+        assert!(holds(json!("alice@example.com")));
+        assert!(holds(json!("Bob@EXAMPLE.Com")));
+        assert!(holds(json!("c@corp.example")));
+        for refused in [
+            json!("alice@evil.com"),
+            json!("alice@example.com.evil.com"),
+            json!("alice@sub.example.com"),
+            json!("alice@example.com@evil.com"),
+            json!("@example.com"),
+            json!("alice"),
+            json!(["alice@example.com"]),
+            json!(42),
+            json!({"email": "alice@example.com"}),
+        ] {
+            assert!(!holds(refused.clone()), "{refused}");
+        }
+        assert!(
+            !rule.satisfied_by(json!({}).as_object().expect("object")),
+            "missing claim"
+        );
     }
 
     #[test]

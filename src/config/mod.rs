@@ -150,6 +150,8 @@ pub struct IssuerConfig {
     pub token_endpoint: Option<String>,
     /// Certificate-bound tokens (RFC 8705).
     pub proof_of_possession_mtls: PopMtls,
+    /// Verification settings of this issuer's tokens: its own, else the top-level ones.
+    pub verify: VerifyConfig,
 }
 
 /// `auth_methods` of an issuer.
@@ -246,6 +248,10 @@ pub struct VerifyConfig {
     pub audience_match: AudienceMatch,
     /// Accepted `typ` header values; `None` means not checked.
     pub required_typ: Option<Vec<String>>,
+    /// Longest `exp - iat`; `None` means not checked.
+    pub max_token_lifetime: Option<Duration>,
+    /// Claims a token must carry.
+    pub required_claims: Vec<String>,
 }
 
 /// Where tokens are read from.

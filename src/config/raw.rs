@@ -106,6 +106,11 @@ pub struct RawConfig {
     pub leeway: Option<String>,
     /// Accepted values of the JOSE `typ` header (e.g. `at+jwt`); unset means not checked.
     pub required_typ: Option<Vec<String>>,
+    /// Longest `exp - iat` accepted, e.g. `1h`; such a token needs `iat`. Unset: not checked.
+    pub max_token_lifetime: Option<String>,
+    /// Claims every token must carry (e.g. RFC 9068's `sub`, `client_id`, `jti`, `iat`); `sub`
+    /// must then be a string. Default none.
+    pub required_claims: Option<Vec<String>>,
     /// Where tokens are read from.
     #[serde(default)]
     pub token: RawToken,
@@ -209,6 +214,16 @@ pub struct RawIssuer {
     pub client_jwk_file: Option<PathBuf>,
     /// The token endpoint; default: the discovery document's `token_endpoint`.
     pub token_endpoint: Option<String>,
+    /// Clock leeway for this issuer's tokens (default: the top-level `leeway`).
+    pub leeway: Option<String>,
+    /// Accepted `typ` values for this issuer (default: the top-level `required_typ`).
+    pub required_typ: Option<Vec<String>>,
+    /// `any` or `all` for this issuer (default: the top-level `audience_match`).
+    pub audience_match: Option<String>,
+    /// Longest `exp - iat` of this issuer's tokens (default: the top-level one).
+    pub max_token_lifetime: Option<String>,
+    /// Claims this issuer's tokens must carry (default: the top-level list).
+    pub required_claims: Option<Vec<String>>,
     /// Certificate-bound tokens (RFC 8705): `off` (default), `optional` (a token with
     /// `cnf.x5t#S256` needs the matching client certificate) or `strict` (every token needs
     /// one).
@@ -319,6 +334,9 @@ pub struct RawClaimCondition {
     pub equals: Option<String>,
     /// The claim (or one element of it) is one of these.
     pub one_of: Option<Vec<String>>,
+    /// The claim is a string with exactly one `@` whose domain is one of these (any letter
+    /// case): oauth2-proxy's `--email-domain`.
+    pub email_domain: Option<Vec<String>>,
 }
 
 /// One entry of `routes:`.

@@ -487,3 +487,77 @@ fn password_grant_bounds_and_params_are_checked() {
         );
     }
 }
+
+#[test]
+fn per_issuer_verification_settings_override_the_top_level_ones_field_by_field() {
+    let cfg = validate(
+        "issuers:\n  - {issuer: https://a.example.com, leeway: 5s, required_claims: [jti], audience_match: all}\n  - {issuer: https://b.example.com}\naudiences: [api]\nleeway: 1m\nrequired_typ: [at+jwt]\nmax_token_lifetime: 1h\nrequired_claims: [sub]\n",
+    )
+    .expect("valid");
+    let (a, b) = (&cfg.issuers[0].verify, &cfg.issuers[1].verify);
+    assert_eq!(a.leeway, Duration::from_secs(5));
+    assert_eq!(a.required_claims, ["jti"]);
+    assert_eq!(a.audience_match, AudienceMatch::All);
+    assert_eq!(
+        a.required_typ.as_deref(),
+        Some(&["at+jwt".to_owned()][..]),
+        "inherited"
+    );
+    assert_eq!(
+        a.max_token_lifetime,
+        Some(Duration::from_secs(3600)),
+        "inherited"
+    );
+    assert_eq!(b.leeway, Duration::from_secs(60));
+    assert_eq!(b.required_claims, ["sub"]);
+    assert_eq!(b.audience_match, AudienceMatch::Any);
+    assert_eq!(
+        cfg.verify.max_token_lifetime,
+        Some(Duration::from_secs(3600))
+    );
+}
+
+#[test]
+fn bad_policy_settings_are_errors_naming_the_field() {
+    let base = "audiences: [api]\n";
+    for (yaml, field) in [
+        (
+            "issuers: [{issuer: https://a.example.com, leeway: 11m}]",
+            "issuers[0].leeway",
+        ),
+        (
+            "issuers: [{issuer: https://a.example.com, audience_match: most}]",
+            "issuers[0].audience_match",
+        ),
+        (
+            "issuers: [{issuer: https://a.example.com, max_token_lifetime: 0s}]",
+            "issuers[0].max_token_lifetime",
+        ),
+        (
+            "issuers: [{issuer: https://a.example.com}]\nmax_token_lifetime: forever",
+            "max_token_lifetime",
+        ),
+        (
+            "issuers: [{issuer: https://a.example.com, required_claims: [\"\"]}]",
+            "issuers[0].required_claims[0]",
+        ),
+        (
+            "issuers: [{issuer: https://a.example.com}]\nrequire: {claims: [{claim: email, email_domain: []}]}",
+            "require.claims[0].email_domain",
+        ),
+        (
+            "issuers: [{issuer: https://a.example.com}]\nrequire: {claims: [{claim: email, email_domain: [a@b.com]}]}",
+            "require.claims[0].email_domain[0]",
+        ),
+        (
+            "issuers: [{issuer: https://a.example.com}]\nrequire: {claims: [{claim: email, equals: x, email_domain: [b.com]}]}",
+            "require.claims[0]",
+        ),
+    ] {
+        let found = problems(&format!("{yaml}\n{base}"));
+        assert!(
+            found.iter().any(|p| p.starts_with(&format!("{field}: "))),
+            "{yaml}: expected {field}, got {found:?}"
+        );
+    }
+}

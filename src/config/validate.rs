@@ -12,7 +12,7 @@ use super::{
     LogConfig, LogFormat, PasswordGrantConfig, PathMatch, PopMtls, Requirement, Route, RouteAction,
     ShutdownConfig, TokenConfig, VerifiedCacheConfig, VerifyConfig,
 };
-use crate::claims::{ClaimPath, ClaimRequirement};
+use crate::claims::{ClaimMatch, ClaimPath, ClaimRequirement};
 use crate::demo::signing::SigningKey;
 use crate::verify::Alg;
 
@@ -28,7 +28,19 @@ impl RawConfig {
     pub fn validate(&self) -> Result<Config, ConfigError> {
         let raw = self;
         let mut p = Problems::default();
-        let issuers = issuers(raw, &mut p);
+        let verify = verify_settings(
+            &RawVerify {
+                leeway: raw.leeway.as_ref(),
+                audience_match: raw.audience_match.as_deref(),
+                required_typ: raw.required_typ.as_ref(),
+                max_token_lifetime: raw.max_token_lifetime.as_ref(),
+                required_claims: raw.required_claims.as_ref(),
+            },
+            "",
+            None,
+            &mut p,
+        );
+        let issuers = issuers(raw, &verify, &mut p);
         let require = p.requirement("require", &raw.require);
         check_requirement_issuers(&mut p, "require", &require, &issuers);
         let config = Config {
@@ -36,7 +48,7 @@ impl RawConfig {
             log: log(raw, &mut p),
             routes: routes(raw, &mut p, &issuers),
             issuers,
-            verify: verify(raw, &mut p),
+            verify,
             token: token(raw, &mut p),
             claim_headers: claim_headers(raw, &mut p),
             require,
@@ -91,7 +103,7 @@ fn log(raw: &RawConfig, p: &mut Problems) -> LogConfig {
     }
 }
 
-fn issuers(config: &RawConfig, p: &mut Problems) -> Vec<IssuerConfig> {
+fn issuers(config: &RawConfig, top: &VerifyConfig, p: &mut Problems) -> Vec<IssuerConfig> {
     let default_algs = match &config.algorithms {
         Some(names) => p.algorithms("algorithms", names),
         None => DEFAULT_ALGORITHMS.to_vec(),
@@ -226,6 +238,18 @@ fn issuers(config: &RawConfig, p: &mut Problems) -> Vec<IssuerConfig> {
             client,
             token_endpoint: raw.token_endpoint.clone(),
             proof_of_possession_mtls,
+            verify: verify_settings(
+                &RawVerify {
+                    leeway: raw.leeway.as_ref(),
+                    audience_match: raw.audience_match.as_deref(),
+                    required_typ: raw.required_typ.as_ref(),
+                    max_token_lifetime: raw.max_token_lifetime.as_ref(),
+                    required_claims: raw.required_claims.as_ref(),
+                },
+                &format!("{f}."),
+                Some(top),
+                p,
+            ),
         });
     }
     issuers
@@ -401,24 +425,74 @@ fn client_key(raw: &RawIssuer, f: &str, p: &mut Problems) -> Option<SigningKey> 
     }
 }
 
-fn verify(raw: &RawConfig, p: &mut Problems) -> VerifyConfig {
-    let audience_match = match raw.audience_match.as_deref() {
-        None | Some("any") => AudienceMatch::Any,
+/// The verification settings as written at one level (top level or one issuer).
+struct RawVerify<'a> {
+    leeway: Option<&'a String>,
+    audience_match: Option<&'a str>,
+    required_typ: Option<&'a Vec<String>>,
+    max_token_lifetime: Option<&'a String>,
+    required_claims: Option<&'a Vec<String>>,
+}
+
+/// The verification settings at `prefix` (empty for the top level, `issuers[i].` for an
+/// issuer): each one given there, else `inherit`'s, else the default.
+fn verify_settings(
+    raw: &RawVerify<'_>,
+    prefix: &str,
+    inherit: Option<&VerifyConfig>,
+    p: &mut Problems,
+) -> VerifyConfig {
+    let audience_match = match raw.audience_match {
+        None => inherit.map_or(AudienceMatch::Any, |i| i.audience_match),
+        Some("any") => AudienceMatch::Any,
         Some("all") => AudienceMatch::All,
         Some(other) => {
-            p.add("audience_match", format!("{other:?} is not any or all"));
+            p.add(
+                format!("{prefix}audience_match"),
+                format!("{other:?} is not any or all"),
+            );
             AudienceMatch::Any
         }
     };
-    let verify = VerifyConfig {
-        leeway: p.duration("leeway", raw.leeway.as_ref(), DEFAULT_LEEWAY),
-        audience_match,
-        required_typ: raw.required_typ.clone(),
+    let leeway = match raw.leeway {
+        Some(text) => p.duration(&format!("{prefix}leeway"), Some(text), DEFAULT_LEEWAY),
+        None => inherit.map_or(DEFAULT_LEEWAY, |i| i.leeway),
     };
-    if verify.leeway > Duration::from_secs(600) {
-        p.add("leeway", "must be at most 10m");
+    if leeway > Duration::from_secs(600) {
+        p.add(format!("{prefix}leeway"), "must be at most 10m");
     }
-    verify
+    let max_token_lifetime = match raw.max_token_lifetime {
+        Some(text) => {
+            let field = format!("{prefix}max_token_lifetime");
+            let lifetime = p.duration(&field, Some(text), Duration::ZERO);
+            if lifetime.is_zero() {
+                p.add(field, "must be greater than 0");
+            }
+            Some(lifetime)
+        }
+        None => inherit.and_then(|i| i.max_token_lifetime),
+    };
+    let required_claims = match raw.required_claims {
+        Some(names) => {
+            for (i, name) in names.iter().enumerate() {
+                if name.is_empty() {
+                    p.add(format!("{prefix}required_claims[{i}]"), "must not be empty");
+                }
+            }
+            names.clone()
+        }
+        None => inherit.map_or_else(Vec::new, |i| i.required_claims.clone()),
+    };
+    VerifyConfig {
+        leeway,
+        audience_match,
+        required_typ: raw
+            .required_typ
+            .cloned()
+            .or_else(|| inherit.and_then(|i| i.required_typ.clone())),
+        max_token_lifetime,
+        required_claims,
+    }
 }
 
 fn token(raw: &RawConfig, p: &mut Problems) -> TokenConfig {
@@ -889,23 +963,39 @@ impl Problems {
                     continue;
                 }
             };
-            let values = match (&c.equals, &c.one_of) {
-                (Some(v), None) => vec![v.clone()],
-                (None, Some(vs)) if !vs.is_empty() => vs.clone(),
-                (None, Some(_)) => {
+            let matcher = match (&c.equals, &c.one_of, &c.email_domain) {
+                (Some(v), None, None) => ClaimMatch::OneOf(vec![v.clone()]),
+                (None, Some(vs), None) if !vs.is_empty() => ClaimMatch::OneOf(vs.clone()),
+                (None, Some(_), None) => {
                     self.add(format!("{f}.one_of"), "must not be empty");
                     continue;
                 }
-                (Some(_), Some(_)) => {
-                    self.add(f, "give either equals or one_of, not both");
+                (None, None, Some(domains)) => {
+                    let bad = domains
+                        .iter()
+                        .position(|d| d.is_empty() || d.contains(['@', ' ']));
+                    if domains.is_empty() || bad.is_some() {
+                        let at = bad.map_or_else(String::new, |i| format!("[{i}]"));
+                        self.add(
+                            format!("{f}.email_domain{at}"),
+                            "must list domains (non-empty, without @ or spaces)",
+                        );
+                        continue;
+                    }
+                    ClaimMatch::EmailDomain(
+                        domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+                    )
+                }
+                (None, None, None) => {
+                    self.add(f, "needs equals, one_of or email_domain");
                     continue;
                 }
-                (None, None) => {
-                    self.add(f, "needs equals or one_of");
+                _ => {
+                    self.add(f, "give one of equals, one_of and email_domain");
                     continue;
                 }
             };
-            claims.push(ClaimRequirement { path, values });
+            claims.push(ClaimRequirement { path, matcher });
         }
         for (i, s) in raw.scopes.iter().enumerate() {
             if s.is_empty() || s.contains(char::is_whitespace) {

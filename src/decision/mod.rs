@@ -37,9 +37,11 @@ use tokio::time::Instant;
 
 use crate::cert::ClientCert;
 use crate::claims::{
-    ClaimPath, ClaimRequirement, claim_header_values, granted_scopes, header_value, rule_texts,
+    ClaimPath, ClaimRequirement, claim_header_values, granted_scopes, header_value, match_texts,
 };
-use crate::config::{AudienceMatch, Config, IssuerConfig, PopMtls, Requirement, RouteAction};
+use crate::config::{
+    AudienceMatch, Config, IssuerConfig, PopMtls, Requirement, RouteAction, VerifyConfig,
+};
 use crate::exchange::{ExchangeError, PasswordGrant};
 use crate::keys::{KeyHealth, KeyLookup, KeySource};
 use crate::telemetry;
@@ -70,9 +72,9 @@ pub struct Decider {
     owned_headers: Arc<[HeaderName]>,
     /// The all-underscore and all-dot spellings of every owned header, worked out once.
     owned_spellings: Arc<[String]>,
-    /// Every claim path a claim rule looks at, once: a verified token keeps the texts found at
-    /// each, in this order.
-    claim_paths: Vec<ClaimPath>,
+    /// Every claim path a claim rule looks at, with whether it compares string claims only,
+    /// once: a verified token keeps the texts found at each, in this order.
+    claim_paths: Vec<(ClaimPath, bool)>,
     verified: Option<VerifiedCache>,
     /// The issuer that exchanges Basic credentials, and its grant.
     password: Option<(usize, PasswordGrant)>,
@@ -96,7 +98,7 @@ impl Decider {
                 }
             }
         }
-        let mut claim_paths: Vec<ClaimPath> = Vec::new();
+        let mut claim_paths: Vec<(ClaimPath, bool)> = Vec::new();
         let route_requirements = config.routes.iter().filter_map(|r| match &r.action {
             RouteAction::Require(req) => Some(req),
             _ => None,
@@ -105,8 +107,9 @@ impl Decider {
             .chain(route_requirements)
             .flat_map(|r| &r.claims)
         {
-            if !claim_paths.contains(&rule.path) {
-                claim_paths.push(rule.path.clone());
+            let slot = (rule.path.clone(), rule.matcher.strings_only());
+            if !claim_paths.contains(&slot) {
+                claim_paths.push(slot);
             }
         }
         let password = config.password_issuer().and_then(|i| {
@@ -419,7 +422,7 @@ impl Decider {
             // check runs it.
             Some(verified) => {
                 self.check_issuer_allowed(verified.issuer, &requirements)?;
-                if let Err(deny) = check_times(&verified.times, now, self.leeway()) {
+                if let Err(deny) = check_times(&verified.times, now, self.leeway(verified.issuer)) {
                     if let Some((cache, key)) = cache {
                         cache.remove(key);
                     }
@@ -428,7 +431,7 @@ impl Decider {
                 check_audience(
                     verified.audiences(),
                     self.audiences(verified.issuer, route_req),
-                    self.config.verify.audience_match,
+                    self.verify_config(verified.issuer).audience_match,
                 )?;
                 verified
             }
@@ -484,18 +487,20 @@ impl Decider {
         if !issuer.config.algorithms.contains(&jws.header.alg) {
             return Err(DenyReason::AlgorithmNotAllowed.into());
         }
-        if let Some(accepted) = &cfg.verify.required_typ
+        let settings = &issuer.config.verify;
+        if let Some(accepted) = &settings.required_typ
             && !typ_accepted(jws.header.typ.as_deref(), accepted)
         {
             return Err(DenyReason::WrongTokenType.into());
         }
         let times = token_times(claims)?;
-        check_times(&times, now, self.leeway())?;
+        check_times(&times, now, self.leeway(issuer_index))?;
+        check_shape(claims, &times, settings)?;
         let audiences = token_audiences(claims)?;
         check_audience(
             audiences.iter().copied(),
             self.audiences(issuer_index, route_req),
-            cfg.verify.audience_match,
+            settings.audience_match,
         )?;
         let scopes = granted_scopes(claims).map_err(|_| DenyReason::MalformedClaims)?;
         let x5t = bound_certificate(claims, issuer.config.proof_of_possession_mtls)?;
@@ -554,8 +559,8 @@ impl Decider {
             texts.push(x5t);
         }
         texts.end_group();
-        for path in &self.claim_paths {
-            rule_texts(path.lookup(claims))
+        for (path, strings_only) in &self.claim_paths {
+            match_texts(path.lookup(claims), *strings_only)
                 .iter()
                 .for_each(|t| texts.push(t));
             texts.end_group();
@@ -603,8 +608,15 @@ impl Decider {
             .unwrap_or(&[])
     }
 
-    fn leeway(&self) -> i64 {
-        i64::try_from(self.config.verify.leeway.as_secs()).unwrap_or(i64::MAX)
+    /// The verification settings of `issuer`'s tokens (its own, else the top-level ones).
+    fn verify_config(&self, issuer: usize) -> &VerifyConfig {
+        self.issuers
+            .get(issuer)
+            .map_or(&self.config.verify, |i| &i.config.verify)
+    }
+
+    fn leeway(&self, issuer: usize) -> i64 {
+        i64::try_from(self.verify_config(issuer).leeway.as_secs()).unwrap_or(i64::MAX)
     }
 
     /// Authorization on a verified token: every requirement's scopes and claim rules.
@@ -623,11 +635,17 @@ impl Decider {
                     ..Deny::new(DenyReason::InsufficientScope)
                 });
             }
-            let holds =
-                |c: &ClaimRequirement| match self.claim_paths.iter().position(|p| *p == c.path) {
+            let holds = |c: &ClaimRequirement| {
+                let strings_only = c.matcher.strings_only();
+                match self
+                    .claim_paths
+                    .iter()
+                    .position(|(p, s)| *p == c.path && *s == strings_only)
+                {
                     Some(slot) => c.accepts(verified.claim_texts(slot)),
                     None => false,
-                };
+                }
+            };
             if !r.claims.iter().all(holds) {
                 return Err(DenyReason::ClaimMismatch.into());
             }
@@ -726,6 +744,35 @@ impl From<Result<Allow, Deny>> for Decision {
             Err(deny) => Decision::Deny(deny),
         }
     }
+}
+
+/// What a token must look like beyond its registered claims' types: `max_token_lifetime`
+/// (`exp - iat`; such a token needs `iat`) and `required_claims` (present; `sub` a string).
+fn check_shape(
+    claims: &Map<String, Value>,
+    times: &Times,
+    settings: &VerifyConfig,
+) -> Result<(), Deny> {
+    if let Some(max) = settings.max_token_lifetime {
+        let max = i64::try_from(max.as_secs()).unwrap_or(i64::MAX);
+        match times.iat {
+            None => return Err(DenyReason::MissingClaim.into()),
+            Some(iat) if times.exp.saturating_sub(iat) > max => {
+                return Err(DenyReason::LifetimeTooLong.into());
+            }
+            Some(_) => {}
+        }
+    }
+    for name in &settings.required_claims {
+        match (claims.get(name.as_str()), name.as_str()) {
+            (None | Some(Value::Null), _) => return Err(DenyReason::MissingClaim.into()),
+            (Some(value), "sub") if !value.is_string() => {
+                return Err(DenyReason::MalformedClaims.into());
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// `cnf.x5t#S256` (RFC 8705 §3.1): the thumbprint of the certificate a token is bound to.

@@ -212,6 +212,10 @@ pub enum DenyReason {
     CertificateMismatch,
     /// `proof_of_possession_mtls: strict` and the token is not bound to a certificate.
     UnboundToken,
+    /// A claim of `required_claims` is missing (or `iat`, where `max_token_lifetime` is set).
+    MissingClaim,
+    /// `exp - iat` is longer than `max_token_lifetime`.
+    LifetimeTooLong,
 }
 
 /// How a denial is presented; `deny.rs` maps each kind once to every protocol's answer.
@@ -245,7 +249,7 @@ impl DenyKind {
 
 impl DenyReason {
     /// Every reason, for exhaustive tests and documentation.
-    pub const ALL: [DenyReason; 35] = [
+    pub const ALL: [DenyReason; 37] = [
         DenyReason::MissingToken,
         DenyReason::EmptyToken,
         DenyReason::MultipleTokens,
@@ -281,6 +285,8 @@ impl DenyReason {
         DenyReason::PasswordRateLimited,
         DenyReason::CertificateMismatch,
         DenyReason::UnboundToken,
+        DenyReason::MissingClaim,
+        DenyReason::LifetimeTooLong,
     ];
 
     /// The metric label.
@@ -322,6 +328,8 @@ impl DenyReason {
             PasswordRateLimited => "password_rate_limited",
             CertificateMismatch => "certificate_mismatch",
             UnboundToken => "unbound_token",
+            MissingClaim => "missing_claim",
+            LifetimeTooLong => "token_lifetime_too_long",
         }
     }
 
@@ -339,7 +347,9 @@ impl DenyReason {
             | MalformedClaims | UnknownIssuer | IssuerNotAllowed | WrongTokenType
             | MissingExpiry | Expired | NotYetValid | IssuedInFuture | WrongAudience
             | UnknownKey | AmbiguousKey | KeyAlgorithmMismatch | BadSignature
-            | CertificateMismatch | UnboundToken => DenyKind::InvalidToken,
+            | CertificateMismatch | UnboundToken | MissingClaim | LifetimeTooLong => {
+                DenyKind::InvalidToken
+            }
             InsufficientScope | ClaimMismatch => DenyKind::InsufficientScope,
             RouteDenied => DenyKind::Forbidden,
             KeysUnavailable

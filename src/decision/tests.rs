@@ -61,6 +61,29 @@ fn fixture(extra: &str) -> Fixture {
     fixture_with(extra, None)
 }
 
+/// A fixture whose one issuer has `fields` (a YAML flow mapping's members) besides its `issuer`.
+fn fixture_issuer(fields: &str, extra: &str) -> Fixture {
+    let rsa = SigningKey::generate(Alg::RS256, "rsa").expect("rsa");
+    let ec = SigningKey::generate(Alg::ES256, "ec").expect("ec");
+    let keys: Arc<dyn KeySource> = Arc::new(StaticKeys::new(KeySet::new(vec![
+        verifying(&rsa),
+        verifying(&ec),
+    ])));
+    let yaml = format!("issuers: [{{issuer: \"{ISS}\", {fields}}}]\naudiences: [api]\n{extra}");
+    let cfg = Arc::new(parse_yaml(&yaml).expect("yaml").validate().expect("valid"));
+    let issuers = vec![TrustedIssuer {
+        config: cfg.issuers[0].clone(),
+        keys,
+    }];
+    let clock = Arc::new(FixedClock::at(NOW));
+    Fixture {
+        rsa,
+        ec,
+        clock: Arc::clone(&clock),
+        decider: Decider::new(cfg, issuers, clock),
+    }
+}
+
 fn claims() -> Value {
     json!({"iss": ISS, "sub": "alice", "aud": "api", "exp": NOW + 300, "iat": NOW, "scope": "read write"})
 }
@@ -1253,4 +1276,136 @@ fn metric_label_indexes_follow_the_declaration_order() {
         assert!(d.label_index() >= 2 && d.label_index() < Decision::LABELS);
         assert_eq!(seen.insert(d.label_index(), d.labels()), None, "{d:?}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-issuer settings and token-shape rules
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_issuers_own_leeway_typ_and_audience_match_override_the_top_level() {
+    let late = with(claims(), json!({"exp": NOW - 45}));
+    let top = fixture("leeway: 0s");
+    assert_eq!(top.reason(&late).await, Some(DenyReason::Expired));
+    let own = fixture_issuer("leeway: 60s", "leeway: 0s");
+    assert_eq!(own.reason(&late).await, None, "the issuer's 60 s");
+    // ... and a cached hit uses the same leeway.
+    assert_eq!(own.reason(&late).await, None);
+
+    let typ = fixture_issuer("required_typ: [at+jwt]", "required_typ: [JWT]");
+    assert_eq!(
+        typ.reason(&claims()).await,
+        None,
+        "sign_jwt writes typ at+jwt"
+    );
+    let typ = fixture_issuer("required_typ: [JWT]", "");
+    assert_eq!(
+        typ.reason(&claims()).await,
+        Some(DenyReason::WrongTokenType)
+    );
+
+    let two = with(claims(), json!({"aud": ["api"]}));
+    let all = fixture_issuer(
+        "audiences: [api, other], audience_match: all",
+        "audience_match: any",
+    );
+    assert_eq!(all.reason(&two).await, Some(DenyReason::WrongAudience));
+    let any = fixture_issuer("audiences: [api, other]", "audience_match: all");
+    assert_eq!(
+        any.reason(&two).await,
+        Some(DenyReason::WrongAudience),
+        "inherits all"
+    );
+    let any = fixture_issuer(
+        "audiences: [api, other], audience_match: any",
+        "audience_match: all",
+    );
+    assert_eq!(any.reason(&two).await, None);
+}
+
+#[tokio::test]
+async fn max_token_lifetime_refuses_long_lived_tokens_and_needs_iat() {
+    let f = fixture("max_token_lifetime: 1h");
+    assert_eq!(
+        f.reason(&with(claims(), json!({"exp": NOW + 3600}))).await,
+        None
+    );
+    assert_eq!(
+        f.reason(&with(claims(), json!({"exp": NOW + 3601}))).await,
+        Some(DenyReason::LifetimeTooLong)
+    );
+    assert_eq!(
+        f.reason(&with(claims(), json!({"iat": null}))).await,
+        Some(DenyReason::MissingClaim)
+    );
+    let own = fixture_issuer("max_token_lifetime: 10m", "max_token_lifetime: 1h");
+    assert_eq!(
+        own.reason(&with(claims(), json!({"exp": NOW + 601}))).await,
+        Some(DenyReason::LifetimeTooLong)
+    );
+}
+
+#[tokio::test]
+async fn required_claims_must_be_present_and_sub_a_string() {
+    let f = fixture("required_claims: [sub, client_id, jti, iat]");
+    let full = with(claims(), json!({"client_id": "app", "jti": "j1"}));
+    assert_eq!(f.reason(&full).await, None);
+    for missing in ["client_id", "jti", "iat", "sub"] {
+        let token = with(full.clone(), json!({ missing: null }));
+        assert_eq!(
+            f.reason(&token).await,
+            Some(DenyReason::MissingClaim),
+            "{missing}"
+        );
+    }
+    assert_eq!(
+        f.reason(&with(full.clone(), json!({"sub": 42}))).await,
+        Some(DenyReason::MalformedClaims)
+    );
+    let own = fixture_issuer("required_claims: [client_id]", "required_claims: [jti]");
+    let no_jti = with(claims(), json!({"client_id": "app"}));
+    assert_eq!(
+        own.reason(&no_jti).await,
+        None,
+        "the issuer's list replaces the top-level one"
+    );
+}
+
+#[tokio::test]
+async fn an_email_domain_rule_holds_for_listed_domains_only() {
+    let f = fixture("require: {claims: [{claim: email, email_domain: [example.com]}]}");
+    for (email, reason) in [
+        (json!("alice@example.com"), None),
+        (json!("ALICE@Example.COM"), None),
+        (json!("alice@evil.com"), Some(DenyReason::ClaimMismatch)),
+        (
+            json!("alice@example.com@evil.com"),
+            Some(DenyReason::ClaimMismatch),
+        ),
+        (
+            json!(["alice@example.com"]),
+            Some(DenyReason::ClaimMismatch),
+        ),
+        (Value::Null, Some(DenyReason::ClaimMismatch)),
+    ] {
+        assert_eq!(
+            f.reason(&with(claims(), json!({"email": email}))).await,
+            reason,
+            "{email}"
+        );
+    }
+    // An equals rule on the same claim is looked at separately (texts of every kind).
+    let g = fixture(
+        "require: {claims: [{claim: email, email_domain: [example.com]}, {claim: email, one_of: [alice@example.com, x]}]}",
+    );
+    assert_eq!(
+        g.reason(&with(claims(), json!({"email": "alice@example.com"})))
+            .await,
+        None
+    );
+    assert_eq!(
+        g.reason(&with(claims(), json!({"email": "bob@example.com"})))
+            .await,
+        Some(DenyReason::ClaimMismatch)
+    );
 }
