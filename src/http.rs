@@ -14,7 +14,7 @@ use axum::routing::any;
 use http::header::{
     AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST, RETRY_AFTER, WWW_AUTHENTICATE,
 };
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::cert::ClientCert;
 use crate::decision::{CheckRequest, Decider, Decision, Frontend, could_pose_as_owned};
@@ -61,12 +61,11 @@ fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
 /// What every HTTP mouth reads the same way: the Authorization values (split where a proxy
 /// joined repeated headers), the proxy's address, the client's, and the client certificate
 /// from `client_cert_header` (in Envoy's HTTP mode also from `x-forwarded-client-cert`).
-fn check_request(
-    frontend: Frontend,
-    req: &Request,
-    cert_header: Option<&HeaderName>,
-) -> CheckRequest {
-    let cert = cert_header
+fn check_request(frontend: Frontend, req: &Request, decider: &Decider) -> CheckRequest {
+    let cert = decider
+        .config()
+        .client_cert_header
+        .as_ref()
         .and_then(|name| header_str(req.headers(), name.as_str()))
         .map(|value| ClientCert::Encoded(value.to_owned()));
     let cert = match (cert, frontend) {
@@ -75,8 +74,19 @@ fn check_request(
         }
         (cert, _) => cert,
     };
+    let token_headers = decider
+        .token_source_headers()
+        .iter()
+        .flat_map(|name| {
+            req.headers()
+                .get_all(name)
+                .iter()
+                .map(|value| (name.clone(), value.as_bytes().to_vec()))
+        })
+        .collect();
     CheckRequest {
         client_cert: cert,
+        token_headers,
         authorization: req
             .headers()
             .get_all(AUTHORIZATION)
@@ -97,11 +107,7 @@ async fn forward_auth(State(decider): State<Arc<Decider>>, req: Request) -> Resp
         host: header_str(h, "x-forwarded-host").map(str::to_owned),
         malformed: uri.is_err(),
         path: uri.unwrap_or_default(),
-        ..check_request(
-            Frontend::ForwardAuth,
-            &req,
-            decider.config().client_cert_header.as_ref(),
-        )
+        ..check_request(Frontend::ForwardAuth, &req, &decider)
     };
     respond(&decider, &check).await
 }
@@ -117,11 +123,7 @@ async fn nginx(State(decider): State<Arc<Decider>>, req: Request) -> Response {
             .map(str::to_owned),
         malformed: uri.is_err(),
         path: uri.unwrap_or_default(),
-        ..check_request(
-            Frontend::Nginx,
-            &req,
-            decider.config().client_cert_header.as_ref(),
-        )
+        ..check_request(Frontend::Nginx, &req, &decider)
     };
     respond(&decider, &check).await
 }
@@ -150,11 +152,7 @@ async fn envoy(State(decider): State<Arc<Decider>>, req: Request) -> Response {
             .filter(|k| could_pose_as_owned(k))
             .map(str::to_owned)
             .collect(),
-        ..check_request(
-            Frontend::EnvoyHttp,
-            &req,
-            decider.config().client_cert_header.as_ref(),
-        )
+        ..check_request(Frontend::EnvoyHttp, &req, &decider)
     };
     respond(&decider, &check).await
 }

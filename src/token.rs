@@ -18,6 +18,10 @@ pub enum TokenSource {
     Caller,
     /// Exchanged for the request's HTTP Basic credentials (password grant).
     Password,
+    /// The configured cookie.
+    Cookie,
+    /// The configured header of its own.
+    CustomHeader,
 }
 
 /// A token and where it came from.
@@ -183,7 +187,107 @@ pub fn find_token<'a>(
             });
         }
     }
+    if let Some(name) = &config.cookie {
+        for value in header_values(request, &http::header::COOKIE) {
+            for (cookie, value) in cookie_pairs(value) {
+                if cookie != name.as_str() {
+                    continue;
+                }
+                if found.is_some() {
+                    return Err(DenyReason::MultipleTokens);
+                }
+                found = Some(FoundToken {
+                    token: Cow::Borrowed(token_text(value)?),
+                    source: TokenSource::Cookie,
+                });
+            }
+        }
+    }
+    if let Some(custom) = &config.custom_header {
+        for value in header_values(request, &custom.name) {
+            if found.is_some() {
+                return Err(DenyReason::MultipleTokens);
+            }
+            let value = std::str::from_utf8(value)
+                .map_err(|_| DenyReason::MalformedAuthorization)?
+                .trim_start_matches(' ');
+            let prefix = custom.prefix.as_str();
+            let token = match value.get(..prefix.len()) {
+                Some(head) if head.eq_ignore_ascii_case(prefix) => {
+                    value[prefix.len()..].trim_matches(' ')
+                }
+                // The prefix alone (its trailing space trimmed by the proxy): no token.
+                _ if value.trim_end().eq_ignore_ascii_case(prefix.trim_end()) => "",
+                _ => return Err(DenyReason::MalformedAuthorization),
+            };
+            found = Some(FoundToken {
+                token: Cow::Borrowed(token_text(token.as_bytes())?),
+                source: TokenSource::CustomHeader,
+            });
+        }
+    }
     Ok(found)
+}
+
+/// The values of `name` among the request's token headers.
+fn header_values<'a>(
+    request: &'a CheckRequest,
+    name: &http::HeaderName,
+) -> impl Iterator<Item = &'a [u8]> {
+    request
+        .token_headers
+        .iter()
+        .filter(move |(n, _)| n == name)
+        .map(|(_, v)| v.as_slice())
+}
+
+/// The `name=value` pairs of a `Cookie` header (RFC 6265 §4.2.1), names and values trimmed of
+/// spaces, a value's surrounding double quotes removed; pairs without `=` skipped.
+fn cookie_pairs(header: &[u8]) -> impl Iterator<Item = (&str, &[u8])> {
+    header.split(|&b| b == b';').filter_map(|pair| {
+        let pair = pair.trim_ascii();
+        let eq = pair.iter().position(|&b| b == b'=')?;
+        let name = std::str::from_utf8(pair[..eq].trim_ascii()).ok()?;
+        let value = pair[eq + 1..].trim_ascii();
+        let value = value
+            .strip_prefix(b"\"")
+            .and_then(|v| v.strip_suffix(b"\""))
+            .unwrap_or(value);
+        Some((name, value))
+    })
+}
+
+/// A token from a cookie or a header of its own: non-empty visible ASCII, else a malformed or
+/// empty credential.
+fn token_text(value: &[u8]) -> Result<&str, DenyReason> {
+    if value.is_empty() {
+        return Err(DenyReason::EmptyToken);
+    }
+    if !value.iter().all(u8::is_ascii_graphic) {
+        return Err(DenyReason::MalformedAuthorization);
+    }
+    std::str::from_utf8(value).map_err(|_| DenyReason::MalformedAuthorization)
+}
+
+/// The request's cookies without the one named `name`, as one `Cookie` value (`a=1; b=2`).
+pub fn cookies_without(token_headers: &[(http::HeaderName, Vec<u8>)], name: &str) -> String {
+    let mut rest: Vec<String> = Vec::new();
+    for (_, value) in token_headers
+        .iter()
+        .filter(|(n, _)| n == http::header::COOKIE)
+    {
+        for pair in value.split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            let own = pair
+                .iter()
+                .position(|&b| b == b'=')
+                .is_some_and(|eq| pair[..eq].trim_ascii() == name.as_bytes());
+            if !pair.is_empty() && !own {
+                rest.push(String::from_utf8_lossy(pair).into_owned());
+            }
+        }
+    }
+    rest.join("; ")
 }
 
 #[cfg(test)]
@@ -195,8 +299,126 @@ mod tests {
             max_bytes: 8192,
             header: true,
             query: query.then(|| "access_token".to_owned()),
+            cookie: None,
+            custom_header: None,
             strip_upstream: false,
         }
+    }
+
+    /// The header source on, with a cookie `access_token` and a header `X-Api-Token` with
+    /// prefix `Token `.
+    fn every_source() -> TokenConfig {
+        TokenConfig {
+            cookie: Some("access_token".to_owned()),
+            custom_header: Some(crate::config::CustomHeader {
+                name: http::HeaderName::from_static("x-api-token"),
+                prefix: "Token ".to_owned(),
+            }),
+            ..config(false)
+        }
+    }
+
+    fn find_in(
+        headers: &[(&'static str, &str)],
+    ) -> Result<Option<(String, TokenSource)>, DenyReason> {
+        let req = CheckRequest {
+            token_headers: headers
+                .iter()
+                .map(|(n, v)| (http::HeaderName::from_static(n), v.as_bytes().to_vec()))
+                .collect(),
+            ..CheckRequest::for_test()
+        };
+        find_token(&req, &every_source()).map(|f| f.map(|f| (f.token.into_owned(), f.source)))
+    }
+
+    #[test]
+    fn a_cookie_token_is_found_among_other_cookies_quoted_or_not() {
+        let cookie = |v: &str| find_in(&[("cookie", v)]);
+        assert_eq!(
+            cookie("theme=dark; access_token=a.b.c; lang=en"),
+            Ok(Some(("a.b.c".to_owned(), TokenSource::Cookie)))
+        );
+        assert_eq!(
+            cookie("access_token=\"a.b.c\""),
+            Ok(Some(("a.b.c".to_owned(), TokenSource::Cookie)))
+        );
+        assert_eq!(
+            cookie("theme=dark; xaccess_token=a.b.c"),
+            Ok(None),
+            "another cookie"
+        );
+        assert_eq!(cookie("access_token="), Err(DenyReason::EmptyToken));
+        assert_eq!(
+            cookie("access_token=a b"),
+            Err(DenyReason::MalformedAuthorization)
+        );
+        assert_eq!(
+            cookie("access_token=a.b.c; access_token=d.e.f"),
+            Err(DenyReason::MultipleTokens)
+        );
+        assert_eq!(
+            find_in(&[
+                ("cookie", "access_token=a.b.c"),
+                ("cookie", "access_token=d.e.f")
+            ]),
+            Err(DenyReason::MultipleTokens),
+            "two Cookie headers"
+        );
+    }
+
+    #[test]
+    fn a_custom_header_token_needs_its_prefix_and_counts_against_other_sources() {
+        let header = |v: &str| find_in(&[("x-api-token", v)]);
+        assert_eq!(
+            header("Token a.b.c"),
+            Ok(Some(("a.b.c".to_owned(), TokenSource::CustomHeader)))
+        );
+        assert_eq!(
+            header("token a.b.c"),
+            Ok(Some(("a.b.c".to_owned(), TokenSource::CustomHeader)))
+        );
+        assert_eq!(
+            header("a.b.c"),
+            Err(DenyReason::MalformedAuthorization),
+            "no prefix"
+        );
+        assert_eq!(header("Token "), Err(DenyReason::EmptyToken));
+        assert_eq!(
+            find_in(&[
+                ("x-api-token", "Token a.b.c"),
+                ("x-api-token", "Token d.e.f")
+            ]),
+            Err(DenyReason::MultipleTokens)
+        );
+        assert_eq!(
+            find_in(&[
+                ("cookie", "access_token=a.b.c"),
+                ("x-api-token", "Token d.e.f")
+            ]),
+            Err(DenyReason::MultipleTokens),
+            "cookie and custom header together"
+        );
+        let both = CheckRequest {
+            authorization: vec![b"Bearer a.b.c".to_vec()],
+            token_headers: vec![(http::header::COOKIE, b"access_token=d.e.f".to_vec())],
+            ..CheckRequest::for_test()
+        };
+        assert_eq!(
+            find_token(&both, &every_source()).map(|f| f.is_some()),
+            Err(DenyReason::MultipleTokens),
+            "header and cookie together"
+        );
+    }
+
+    #[test]
+    fn cookies_without_keeps_every_other_cookie_in_order() {
+        let headers = vec![
+            (http::header::COOKIE, b"a=1; access_token=x.y.z".to_vec()),
+            (http::header::COOKIE, b"b=2;access_token =q".to_vec()),
+        ];
+        assert_eq!(cookies_without(&headers, "access_token"), "a=1; b=2");
+        assert_eq!(cookies_without(&headers[..1], "a"), "access_token=x.y.z");
+        assert_eq!(cookies_without(&[], "a"), "");
     }
 
     fn request(auth: &[&[u8]], path: &str) -> CheckRequest {

@@ -263,8 +263,43 @@ pub struct TokenConfig {
     pub header: bool,
     /// Query parameter name when the query source is enabled.
     pub query: Option<String>,
+    /// Cookie name when the cookie source is enabled.
+    pub cookie: Option<String>,
+    /// The header of its own, when that source is enabled.
+    pub custom_header: Option<CustomHeader>,
     /// Remove the token from the upstream request.
     pub strip_upstream: bool,
+}
+
+/// A header of its own that carries the token.
+#[derive(Debug, Clone)]
+pub struct CustomHeader {
+    /// The header.
+    pub name: http::HeaderName,
+    /// Stripped from the value (ASCII case ignored); may be empty.
+    pub prefix: String,
+}
+
+impl Config {
+    /// The request headers token sources read besides `Authorization`: `cookie` where a cookie
+    /// source is on (top level or a route), and every custom header name. Mouths pass their
+    /// values in `CheckRequest::token_headers`.
+    pub fn token_source_headers(&self) -> Vec<http::HeaderName> {
+        let mut names: Vec<http::HeaderName> = Vec::new();
+        let sources =
+            std::iter::once(&self.token).chain(self.routes.iter().filter_map(|r| r.token.as_ref()));
+        for token in sources {
+            if token.cookie.is_some() && !names.contains(&http::header::COOKIE) {
+                names.push(http::header::COOKIE);
+            }
+            if let Some(custom) = &token.custom_header
+                && !names.contains(&custom.name)
+            {
+                names.push(custom.name.clone());
+            }
+        }
+        names
+    }
 }
 
 /// Claim -> header mapping.
@@ -322,6 +357,8 @@ pub struct Route {
     pub methods: Option<Vec<String>>,
     /// What happens on a match.
     pub action: RouteAction,
+    /// Where this route's tokens are read from (`None`: the top-level `token`).
+    pub token: Option<TokenConfig>,
 }
 
 /// Key cache and fetch bounds.

@@ -76,6 +76,10 @@ pub const DEFAULT_PASSWORD_GRANT_REFRESH_BEFORE: Duration = Duration::from_secs(
 pub const DEFAULT_PASSWORD_GRANT_NEGATIVE_TTL: Duration = Duration::from_secs(10);
 /// Default bound on exchanges per user name per minute.
 pub const DEFAULT_PASSWORD_GRANT_MAX_PER_MINUTE: usize = 10;
+/// Default cookie carrying a token when the cookie source is enabled.
+pub const DEFAULT_TOKEN_COOKIE: &str = "access_token";
+/// Default header carrying a token when the custom header source is enabled.
+pub const DEFAULT_TOKEN_HEADER: &str = "X-Api-Token";
 /// Default query parameter carrying a token when the query source is enabled.
 pub const DEFAULT_QUERY_PARAMETER: &str = "access_token";
 
@@ -281,6 +285,12 @@ pub struct RawToken {
     /// Also read the token from a query parameter of the original URI.
     #[serde(default)]
     pub query: RawQuery,
+    /// Also read the token from a cookie.
+    #[serde(default)]
+    pub cookie: RawCookie,
+    /// Also read the token from a header of its own (an API-gateway habit).
+    #[serde(default)]
+    pub custom_header: RawCustomHeader,
     /// Remove the token from the request before it goes upstream (the `Authorization` header
     /// or the query parameter). Applies where authgate can say so: Envoy ext_authz gRPC (both)
     /// and Envoy's HTTP mode (the header).
@@ -296,6 +306,31 @@ pub struct RawQuery {
     pub enabled: bool,
     /// Parameter name, default `access_token`.
     pub name: Option<String>,
+}
+
+/// `token.cookie:` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCookie {
+    /// Off by default.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Cookie name, default `access_token`.
+    pub name: Option<String>,
+}
+
+/// `token.custom_header:` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCustomHeader {
+    /// Off by default.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Header name, default `X-Api-Token`.
+    pub name: Option<String>,
+    /// Stripped from the value, e.g. `"Token "` (compared without regard to ASCII case);
+    /// default none.
+    pub prefix: Option<String>,
 }
 
 /// One entry of `claim_headers:`.
@@ -356,6 +391,9 @@ pub struct RawRoute {
     /// What the token must satisfy when the action is `require`.
     #[serde(default)]
     pub require: RawRequirement,
+    /// Where this route's tokens are read from: a whole `token:` section that replaces the
+    /// top-level one on this route.
+    pub token: Option<RawToken>,
 }
 
 /// `keys:` section.

@@ -8,9 +8,9 @@ use std::time::Duration;
 use super::raw::*;
 use super::{
     AudienceMatch, AuthMethods, ClaimHeaderConfig, ClientAuth, ClientConfig, Config, ConfigError,
-    FieldError, HttpConfig, IssuerConfig, KeyCacheConfig, KeySourceConfig, Limits, Listen,
-    LogConfig, LogFormat, PasswordGrantConfig, PathMatch, PopMtls, Requirement, Route, RouteAction,
-    ShutdownConfig, TokenConfig, VerifiedCacheConfig, VerifyConfig,
+    CustomHeader, FieldError, HttpConfig, IssuerConfig, KeyCacheConfig, KeySourceConfig, Limits,
+    Listen, LogConfig, LogFormat, PasswordGrantConfig, PathMatch, PopMtls, Requirement, Route,
+    RouteAction, ShutdownConfig, TokenConfig, VerifiedCacheConfig, VerifyConfig,
 };
 use crate::claims::{ClaimMatch, ClaimPath, ClaimRequirement};
 use crate::demo::signing::SigningKey;
@@ -49,7 +49,7 @@ impl RawConfig {
             routes: routes(raw, &mut p, &issuers),
             issuers,
             verify,
-            token: token(raw, &mut p),
+            token: token(&raw.token, "token", &mut p),
             claim_headers: claim_headers(raw, &mut p),
             require,
             trusted_proxies: trusted_proxies(raw, &mut p),
@@ -495,39 +495,104 @@ fn verify_settings(
     }
 }
 
-fn token(raw: &RawConfig, p: &mut Problems) -> TokenConfig {
-    let query = if raw.token.query.enabled {
+fn token(raw: &RawToken, field: &str, p: &mut Problems) -> TokenConfig {
+    let query = if raw.query.enabled {
         let name = raw
-            .token
             .query
             .name
             .clone()
             .unwrap_or_else(|| DEFAULT_QUERY_PARAMETER.to_owned());
         if name.is_empty() {
-            p.add("token.query.name", "must not be empty");
+            p.add(format!("{field}.query.name"), "must not be empty");
         }
         Some(name)
     } else {
-        if raw.token.query.name.is_some() {
+        if raw.query.name.is_some() {
             p.add(
-                "token.query.name",
-                "set token.query.enabled: true to read tokens from the query",
+                format!("{field}.query.name"),
+                format!("set {field}.query.enabled: true to read tokens from the query"),
+            );
+        }
+        None
+    };
+    let cookie = if raw.cookie.enabled {
+        let name = raw
+            .cookie
+            .name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_TOKEN_COOKIE.to_owned());
+        // RFC 6265 §4.1.1: a cookie name is an RFC 7230 token.
+        let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if name.is_empty() || !name.chars().all(token_char) {
+            p.add(
+                format!("{field}.cookie.name"),
+                format!("{name:?} is not a cookie name"),
+            );
+        }
+        Some(name)
+    } else {
+        if raw.cookie.name.is_some() {
+            p.add(
+                format!("{field}.cookie.name"),
+                format!("set {field}.cookie.enabled: true to read tokens from a cookie"),
+            );
+        }
+        None
+    };
+    let custom_header = if raw.custom_header.enabled {
+        let text = raw
+            .custom_header
+            .name
+            .as_deref()
+            .unwrap_or(DEFAULT_TOKEN_HEADER);
+        let name_field = format!("{field}.custom_header.name");
+        let name = header_name(p, &name_field, text);
+        if let Some(name) = &name
+            && matches!(name.as_str(), "authorization" | "cookie" | "host")
+        {
+            p.add(
+                name_field,
+                format!("{text:?} is read already or is not a token header"),
+            );
+        }
+        let prefix = raw.custom_header.prefix.clone().unwrap_or_default();
+        if prefix.chars().any(|c| !(' '..='~').contains(&c)) {
+            p.add(
+                format!("{field}.custom_header.prefix"),
+                "must be printable ASCII",
+            );
+        }
+        name.map(|name| CustomHeader { name, prefix })
+    } else {
+        if raw.custom_header.name.is_some() || raw.custom_header.prefix.is_some() {
+            p.add(
+                format!("{field}.custom_header"),
+                format!("set {field}.custom_header.enabled: true to read tokens from a header"),
             );
         }
         None
     };
     let token = TokenConfig {
         max_bytes: p.positive(
-            "token.max_bytes",
-            raw.token.max_bytes,
+            &format!("{field}.max_bytes"),
+            raw.max_bytes,
             DEFAULT_MAX_TOKEN_BYTES,
         ),
-        header: raw.token.header.unwrap_or(true),
+        header: raw.header.unwrap_or(true),
         query,
-        strip_upstream: raw.token.strip_upstream.unwrap_or(false),
+        cookie,
+        custom_header,
+        strip_upstream: raw.strip_upstream.unwrap_or(false),
     };
-    if !token.header && token.query.is_none() {
-        p.add("token", "no token source enabled (header or query)");
+    if !token.header
+        && token.query.is_none()
+        && token.cookie.is_none()
+        && token.custom_header.is_none()
+    {
+        p.add(
+            field,
+            "no token source enabled (header, query, cookie or custom_header)",
+        );
     }
     token
 }
@@ -629,6 +694,7 @@ fn routes(raw: &RawConfig, p: &mut Problems, issuers: &[IssuerConfig]) -> Vec<Ro
             path,
             methods,
             action,
+            token: r.token.as_ref().map(|t| token(t, &format!("{f}.token"), p)),
         });
     }
     routes

@@ -40,12 +40,13 @@ use crate::claims::{
     ClaimPath, ClaimRequirement, claim_header_values, granted_scopes, header_value, match_texts,
 };
 use crate::config::{
-    AudienceMatch, Config, IssuerConfig, PopMtls, Requirement, RouteAction, VerifyConfig,
+    AudienceMatch, Config, IssuerConfig, PopMtls, Requirement, RouteAction, TokenConfig,
+    VerifyConfig,
 };
 use crate::exchange::{ExchangeError, PasswordGrant};
 use crate::keys::{KeyHealth, KeyLookup, KeySource};
 use crate::telemetry;
-use crate::token::{FoundToken, TokenSource, basic_credentials, find_token};
+use crate::token::{FoundToken, TokenSource, basic_credentials, cookies_without, find_token};
 use crate::verify::{FormatError, numeric_date, parse_compact, signature_valid};
 use cache::{TextsBuilder, Times, VerifiedCache, VerifiedToken};
 use routes::RouteTable;
@@ -78,6 +79,8 @@ pub struct Decider {
     verified: Option<VerifiedCache>,
     /// The issuer that exchanges Basic credentials, and its grant.
     password: Option<(usize, PasswordGrant)>,
+    /// The headers token sources read besides `Authorization`, worked out once.
+    token_source_headers: Vec<HeaderName>,
 }
 
 impl Decider {
@@ -119,6 +122,7 @@ impl Decider {
             Some((i, grant))
         });
         Self {
+            token_source_headers: config.token_source_headers(),
             password,
             routes: RouteTable::new(&config.routes),
             verified: VerifiedCache::new(&config.verified_cache),
@@ -134,6 +138,11 @@ impl Decider {
             owned_spellings: owned_spellings.into(),
             claim_paths,
         }
+    }
+
+    /// The request headers whose values the mouths pass in `CheckRequest::token_headers`.
+    pub fn token_source_headers(&self) -> &[HeaderName] {
+        &self.token_source_headers
     }
 
     /// The configuration this decider runs on.
@@ -209,7 +218,9 @@ impl Decider {
                 client_cert,
                 ..CheckRequest::new(Frontend::TokenService)
             };
-            self.verify(found, Some(requirement), &req).await.into()
+            self.verify(found, Some(requirement), &req, &self.config.token)
+                .await
+                .into()
         };
         let decision = self.bounded(Frontend::TokenService, check).await;
         if let Decision::Deny(d) = &decision {
@@ -252,19 +263,26 @@ impl Decider {
         if req.malformed {
             return Decision::Deny(Deny::new(DenyReason::MalformedCheck));
         }
-        let route_req = match self.routes.select(req) {
+        let route = match self.routes.select(req) {
             Err(reason) => return Decision::Deny(Deny::new(reason)),
-            Ok(None) => None,
-            Ok(Some(RouteAction::Require(r))) => Some(r),
-            Ok(Some(RouteAction::Deny)) => {
+            Ok(route) => route,
+        };
+        // The route's own token sources, else the top-level ones.
+        let sources = route
+            .and_then(|r| r.token.as_ref())
+            .unwrap_or(&self.config.token);
+        let route_req = match route.map(|r| &r.action) {
+            None => None,
+            Some(RouteAction::Require(r)) => Some(r),
+            Some(RouteAction::Deny) => {
                 return Decision::Deny(Deny::new(DenyReason::RouteDenied));
             }
-            Ok(Some(RouteAction::Anonymous)) => {
+            Some(RouteAction::Anonymous) => {
                 return Decision::Allow(Allow {
                     headers: Vec::new(),
                     owned_headers: Arc::clone(&self.owned_headers),
                     headers_to_remove: if req.frontend.removes_headers() {
-                        self.headers_to_remove(&[], None, &req.header_names)
+                        self.headers_to_remove(&[], None, req, sources)
                     } else {
                         Removals::default()
                     },
@@ -274,12 +292,12 @@ impl Decider {
                 });
             }
         };
-        let found = match find_token(req, &self.config.token) {
+        let found = match find_token(req, sources) {
             Ok(Some(found)) => found,
             Ok(None) => return self.password_check(req, route_req).await,
             Err(reason) => return Decision::Deny(Deny::new(reason)),
         };
-        self.verify(found, route_req, req).await.into()
+        self.verify(found, route_req, req, sources).await.into()
     }
 
     /// A request without a token: where an issuer takes the password method and the request
@@ -328,7 +346,7 @@ impl Decider {
             token: Cow::Borrowed(&token),
             source: TokenSource::Password,
         };
-        match self.verify(found, route_req, req).await {
+        match self.verify(found, route_req, req, &self.config.token).await {
             Ok(mut allow) => {
                 match http::HeaderValue::from_str(&format!("Bearer {token}")) {
                     Ok(value) => allow.headers.push((http::header::AUTHORIZATION, value)),
@@ -377,7 +395,11 @@ impl Decider {
     fn check_auth_method(&self, issuer: usize, source: TokenSource) -> Result<(), Deny> {
         let allowed = match source {
             TokenSource::Password => self.password.as_ref().is_some_and(|(i, _)| *i == issuer),
-            TokenSource::Header | TokenSource::Query | TokenSource::Caller => self
+            TokenSource::Header
+            | TokenSource::Query
+            | TokenSource::Cookie
+            | TokenSource::CustomHeader
+            | TokenSource::Caller => self
                 .issuers
                 .get(issuer)
                 .is_some_and(|i| i.config.auth_methods.bearer),
@@ -397,11 +419,11 @@ impl Decider {
         found: FoundToken<'_>,
         route_req: Option<&Requirement>,
         req: &CheckRequest,
+        sources: &TokenConfig,
     ) -> Result<Allow, Deny> {
-        let (header_names, frontend, client_cert) =
-            (&req.header_names, req.frontend, req.client_cert.as_ref());
+        let client_cert = req.client_cert.as_ref();
         let token = found.token.as_ref();
-        if token.len() > self.config.token.max_bytes {
+        if token.len() > sources.max_bytes {
             return Err(DenyReason::TokenTooLarge.into());
         }
         let requirements = [Some(&self.config.require), route_req];
@@ -449,7 +471,7 @@ impl Decider {
         self.check_auth_method(verified.issuer, found.source)?;
         self.check_binding(&verified, client_cert)?;
         self.authorize(&verified, &requirements)?;
-        Ok(self.allow(verified, found.source, header_names, frontend))
+        Ok(self.allow(verified, found.source, req, sources))
     }
 
     /// The first check of a token: format, issuer, algorithm, type, times, audience and claim
@@ -658,8 +680,8 @@ impl Decider {
         &self,
         verified: Arc<VerifiedToken>,
         source: TokenSource,
-        header_names: &[String],
-        frontend: Frontend,
+        req: &CheckRequest,
+        sources: &TokenConfig,
     ) -> Allow {
         let cfg = &self.config;
         let mut rejected = usize::from(verified.headers_rejected);
@@ -671,12 +693,24 @@ impl Decider {
             }
         }
         telemetry::record_claim_headers_rejected(rejected);
-        let query_parameters_to_remove = match (&cfg.token.query, source) {
-            (Some(name), TokenSource::Query) if cfg.token.strip_upstream => vec![name.clone()],
+        let query_parameters_to_remove = match (&sources.query, source) {
+            (Some(name), TokenSource::Query) if sources.strip_upstream => vec![name.clone()],
             _ => Vec::new(),
         };
-        let headers_to_remove = if frontend.removes_headers() {
-            self.headers_to_remove(&headers, Some(source), header_names)
+        let headers_to_remove = if req.frontend.removes_headers() {
+            // A token cookie is taken out of the Cookie header, which is set again with the
+            // other cookies (or removed when it held only this one).
+            if let (Some(name), TokenSource::Cookie, true) =
+                (&sources.cookie, source, sources.strip_upstream)
+            {
+                let rest = cookies_without(&req.token_headers, name);
+                if let Some(value) = Some(rest).filter(|r| !r.is_empty())
+                    && let Ok(value) = http::HeaderValue::try_from(value)
+                {
+                    headers.push((http::header::COOKIE, value));
+                }
+            }
+            self.headers_to_remove(&headers, Some(source), req, sources)
         } else {
             Removals::default()
         };
@@ -705,8 +739,10 @@ impl Decider {
         &self,
         headers: &[(HeaderName, http::HeaderValue)],
         source: Option<TokenSource>,
-        header_names: &[String],
+        req: &CheckRequest,
+        sources: &TokenConfig,
     ) -> Removals {
+        let header_names = &req.header_names;
         let mut remove = Removals {
             spellings: Arc::clone(&self.owned_spellings),
             ..Removals::default()
@@ -727,11 +763,24 @@ impl Decider {
                 remove.others.push(lower);
             }
         }
-        if self.config.token.strip_upstream
-            && source == Some(TokenSource::Header)
-            && !remove.contains("authorization")
+        let carrier = match source {
+            _ if !sources.strip_upstream => None,
+            Some(TokenSource::Header) => Some("authorization"),
+            Some(TokenSource::CustomHeader) => {
+                sources.custom_header.as_ref().map(|c| c.name.as_str())
+            }
+            // Removed only when no other cookie is set again (see `allow`).
+            Some(TokenSource::Cookie)
+                if !headers.iter().any(|(n, _)| n == http::header::COOKIE) =>
+            {
+                Some("cookie")
+            }
+            _ => None,
+        };
+        if let Some(carrier) = carrier
+            && !remove.contains(carrier)
         {
-            remove.others.push("authorization".to_owned());
+            remove.others.push(carrier.to_owned());
         }
         remove
     }

@@ -92,6 +92,10 @@ pub struct CheckRequest {
     /// The client's TLS certificate as the proxy passed it (for certificate-bound tokens);
     /// believed, like the other forwarded attributes, only from a trusted proxy.
     pub client_cert: Option<ClientCert>,
+    /// The values of the headers that token sources read besides `Authorization` (`Cookie`,
+    /// the custom token header: `Config::token_source_headers`), in request order; empty when
+    /// no such source is on.
+    pub token_headers: Vec<(http::HeaderName, Vec<u8>)>,
 }
 
 impl CheckRequest {
@@ -108,6 +112,7 @@ impl CheckRequest {
             client: None,
             malformed: false,
             client_cert: None,
+            token_headers: Vec::new(),
         }
     }
 

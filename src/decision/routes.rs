@@ -2,7 +2,7 @@
 //! and the canonical form of the original path. A rule is never skipped because the proxy left
 //! out what it looks at, and a path an upstream could read differently is never matched.
 
-use crate::config::{PathMatch, Route, RouteAction};
+use crate::config::{PathMatch, Route};
 
 use super::model::{CheckRequest, DenyReason};
 
@@ -30,7 +30,7 @@ impl RouteTable {
 
     /// The action of the first rule `req` falls under; `None` when no rule matches (the
     /// default: a valid token is required).
-    pub(crate) fn select(&self, req: &CheckRequest) -> Result<Option<&RouteAction>, DenyReason> {
+    pub(crate) fn select(&self, req: &CheckRequest) -> Result<Option<&Route>, DenyReason> {
         // A rule cannot be skipped because the proxy left out what it looks at: a skipped deny
         // rule would let the request through on the default requirement.
         if (self.has_path_rules && req.path.is_none())
@@ -52,8 +52,7 @@ impl RouteTable {
         Ok(self
             .routes
             .iter()
-            .find(|r| matches(r, req, path.as_deref()))
-            .map(|r| &r.action))
+            .find(|r| matches(r, req, path.as_deref())))
     }
 }
 

@@ -44,7 +44,11 @@ impl ExtAuthzServer {
             // Trust is a property of the connection (the proxy), not of the addresses inside
             // the message, which the message's author chose.
             proxy: request.extensions().get::<PeerAddr>().map(|p| p.0.ip()),
-            ..to_check_request(request.get_ref(), config.limits.max_header_bytes)
+            ..to_check_request(
+                request.get_ref(),
+                config.limits.max_header_bytes,
+                self.decider.token_source_headers(),
+            )
         };
         match self.decider.decide(&check).await {
             Decision::Allow(allow) => Reply::Allow(allow),
@@ -74,7 +78,11 @@ fn client_ip(req: &EnvoyCheckRequest) -> Option<std::net::IpAddr> {
 
 /// Translates Envoy's CheckRequest. Envoy joins repeated headers with `,` in the `headers` map;
 /// `split_joined_credentials` takes them apart again where a new credential starts.
-fn to_check_request(req: &EnvoyCheckRequest, max_header_bytes: usize) -> CheckRequest {
+fn to_check_request(
+    req: &EnvoyCheckRequest,
+    max_header_bytes: usize,
+    token_sources: &[http::HeaderName],
+) -> CheckRequest {
     let mut check = CheckRequest {
         client: client_ip(req),
         client_cert: client_cert(req),
@@ -92,6 +100,7 @@ fn to_check_request(req: &EnvoyCheckRequest, max_header_bytes: usize) -> CheckRe
     let mut header_bytes = 0usize;
     let mut authorization = Vec::new();
     let mut header_names = Vec::new();
+    let mut token_headers = Vec::new();
     for (name, value) in &http.headers {
         header_bytes += name.len() + value.len();
         if name.eq_ignore_ascii_case("authorization") {
@@ -99,6 +108,12 @@ fn to_check_request(req: &EnvoyCheckRequest, max_header_bytes: usize) -> CheckRe
         }
         if could_pose_as_owned(name) {
             header_names.push(name.clone());
+        }
+        if let Some(source) = token_sources
+            .iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(name))
+        {
+            token_headers.push((source.clone(), value.as_bytes().to_vec()));
         }
     }
     if let Some(map) = &http.header_map {
@@ -115,6 +130,12 @@ fn to_check_request(req: &EnvoyCheckRequest, max_header_bytes: usize) -> CheckRe
             if could_pose_as_owned(&h.key) {
                 header_names.push(h.key.clone());
             }
+            if let Some(source) = token_sources
+                .iter()
+                .find(|s| s.as_str().eq_ignore_ascii_case(&h.key))
+            {
+                token_headers.push((source.clone(), value.to_vec()));
+            }
         }
     }
     if http.path.is_empty() || header_bytes > max_header_bytes {
@@ -126,6 +147,7 @@ fn to_check_request(req: &EnvoyCheckRequest, max_header_bytes: usize) -> CheckRe
     check.path = Some(http.path.clone());
     check.authorization = authorization;
     check.header_names = header_names;
+    check.token_headers = token_headers;
     check
 }
 

@@ -404,6 +404,8 @@ if ((env_ok)); then
     for env_mode in grpc http; do
         check "envoy $env_mode: curl --user john:doe reaches the upstream as Bearer <john's token> (private_key_jwt at the IdP); a wrong password is 401 Basic+Bearer twice for one exchange" \
             expect_password_flow "$(env_url "$env_mode-kong" "")" "envoy-$env_mode"
+        check "envoy $env_mode: a token in a cookie or in X-Api-Token (token sources) reaches the upstream as its subject" \
+            expect_token_sources "$(env_url "$env_mode-kong" "")"
         check "envoy $env_mode: with the password method on, a bearer token reaches the upstream unchanged" \
             env_expect_authorization_upstream "$env_mode-kong" "$env_token" "Bearer $env_token"
         check "envoy $env_mode: a certificate-bound token passes the mTLS listener with its client certificate only" \

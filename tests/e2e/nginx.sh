@@ -283,6 +283,8 @@ if ((ngx_ok)); then
         expect_password_flow "http://127.0.0.1:$NGX_KONG" nginx
     check "nginx: passwords and the exchanged token are in no log (nginx, authgate, IdP)" \
         ngx_expect_password_not_logged
+    check "nginx: a token in a cookie or in X-Api-Token (token sources) reaches the upstream as its subject" \
+        expect_token_sources "http://127.0.0.1:$NGX_KONG"
     check "nginx: with the password method on, a bearer token reaches the upstream unchanged" \
         ngx_expect_bearer_unchanged "$ngx_token"
     check "nginx: a certificate-bound token passes over TLS with its client certificate only" \

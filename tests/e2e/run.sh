@@ -235,6 +235,25 @@ expect_bound_token() {
     expect_eq "status without a certificate" 401 "$RESP_STATUS"
 }
 
+# expect_token_sources BASE_URL: through the proxy at BASE_URL (in front of the kong instance)
+# a token in the access_token cookie, among others, and one in X-Api-Token after its prefix
+# both reach the upstream as the token's subject.
+expect_token_sources() {
+    local token
+    token=$(mint urn:authgate:rs256)
+    request "$1/api/items" -H "Cookie: theme=dark; access_token=$token"
+    expect_eq "status with the cookie" 200 "$RESP_STATUS" &&
+        expect_eq "upstream x-auth-subject (cookie)" "$IDP_CLIENT" "$(upstream_header x-auth-subject)" ||
+        return 1
+    request "$1/api/items" -H "X-Api-Token: Token $token"
+    expect_eq "status with X-Api-Token" 200 "$RESP_STATUS" &&
+        expect_eq "upstream x-auth-subject (X-Api-Token)" "$IDP_CLIENT" "$(upstream_header x-auth-subject)" ||
+        return 1
+    request "$1/api/items" -H "X-Api-Token: $token"
+    # invalid_request: 400, or 401 through nginx (its profile)
+    expect_match "status with X-Api-Token without its prefix" '^40[01]$' "$RESP_STATUS"
+}
+
 b64url_decode() {
     local s=${1//-/+}
     s=${s//_//}
@@ -338,7 +357,7 @@ idp_outage_begin() {
 idp_outage_end() {
     idp_start
 }
-export -f mint_bound x5t_of idp_stat expect_password_flow expect_bound_token
+export -f mint_bound x5t_of idp_stat expect_password_flow expect_bound_token expect_token_sources
 export -f idp_start wait_stale_fresh idp_stop idp_restart mint b64url_decode b64url_encode jwt_header jwt_claim \
     tamper mint_expired idp_outage_begin idp_outage_end
 
@@ -413,6 +432,7 @@ issuers:
 audiences: [urn:authgate:rs256]
 leeway: 0s
 client_cert_header: X-Forwarded-Tls-Client-Cert
+token: {cookie: {enabled: true}, custom_header: {enabled: true, prefix: "Token "}}
 # Each section rotates the IdP's key (see the main instance).
 keys: {unknown_kid_cooldown: 1s}
 routes:

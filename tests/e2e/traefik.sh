@@ -383,6 +383,8 @@ if ((trf_ok)); then
 
     check "traefik: curl --user john:doe reaches the upstream as Bearer <john's token> (private_key_jwt at the IdP); a wrong password is 401 Basic+Bearer twice for one exchange" \
         expect_password_flow "http://127.0.0.1:$TRF_KONG" traefik
+    check "traefik: a token in a cookie or in X-Api-Token (authRequestHeaders) reaches the upstream as its subject" \
+        expect_token_sources "http://127.0.0.1:$TRF_KONG"
     check "traefik: with the password method on, a bearer token reaches the upstream unchanged" \
         trf_expect_bearer_unchanged "$trf_token"
 
