@@ -40,6 +40,9 @@ pub const PASSWORD_GRANTS: &str = "authgate_password_grant_exchanges_total";
 /// Basic credentials answered from the password-grant cache (or a running exchange), by
 /// `result` (hit, miss).
 pub const PASSWORD_GRANT_CACHE: &str = "authgate_password_grant_cache_lookups_total";
+/// Tokens on anonymous routes that did not verify (the request was allowed without identity),
+/// by `reason`.
+pub const ANONYMOUS_INVALID_TOKENS: &str = "authgate_anonymous_invalid_tokens_total";
 /// Checks shed by the concurrency limit, by `frontend`.
 pub const SHED: &str = "authgate_checks_shed_total";
 /// Open client connections, by `listener` (http, grpc, admin).
@@ -126,6 +129,10 @@ fn describe() {
     describe_counter!(
         PASSWORD_GRANT_CACHE,
         "Basic credentials answered from remembered exchanges (hit) or exchanged (miss)"
+    );
+    describe_counter!(
+        ANONYMOUS_INVALID_TOKENS,
+        "Tokens on anonymous routes that did not verify (allowed without identity), by reason"
     );
     describe_counter!(SHED, "Checks shed by the concurrency limit");
     describe_gauge!(
@@ -221,6 +228,11 @@ pub fn record_verified_cache(hit: bool) {
         VERIFIED_MISSES.get(|| metrics::counter!(VERIFIED_CACHE, "result" => "miss"))
     };
     counter.increment(1);
+}
+
+/// A token on an anonymous route that did not verify, and why.
+pub fn record_anonymous_invalid_token(reason: crate::decision::DenyReason) {
+    metrics::counter!(ANONYMOUS_INVALID_TOKENS, "reason" => reason.as_str()).increment(1);
 }
 
 /// One password-grant exchange and its `result`. Rare next to checks: looked up by label.

@@ -128,3 +128,40 @@ async fn per_issuer_settings_and_shape_rules_apply_to_that_issuers_tokens_only()
         );
     }
 }
+
+#[tokio::test]
+async fn an_anonymous_route_passes_the_identity_of_a_valid_token_and_counts_invalid_ones() {
+    let idp = TestIdp::start().await;
+    let app = App::start(&common::app::idp_config(
+        &idp,
+        "routes: [{path_prefix: /public, action: anonymous}]",
+    ))
+    .await;
+    assert!(app.wait_ready(Duration::from_secs(5)).await);
+    let at_public = |token: &str| {
+        app.client
+            .get(app.url("/auth"))
+            .header("x-forwarded-uri", "/public/home")
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+    };
+    let valid = at_public(&idp.mint(idp.valid_claims("alice")))
+        .await
+        .unwrap();
+    assert_eq!(valid.status(), 200);
+    assert_eq!(valid.headers()["x-auth-subject"], "alice");
+    let mut expired = idp.valid_claims("mallory");
+    expired["exp"] = json!(now() - 3600);
+    let invalid = at_public(&idp.mint(expired)).await.unwrap();
+    assert_eq!(invalid.status(), 200, "still allowed");
+    assert!(
+        invalid.headers().get("x-auth-subject").is_none(),
+        "without identity"
+    );
+    let metrics = app.metrics().await;
+    let series = "authgate_anonymous_invalid_tokens_total{reason=\"expired\"}";
+    assert!(
+        common::metrics::metric(&metrics, series).unwrap_or(0.0) >= 1.0,
+        "{metrics}"
+    );
+}

@@ -277,20 +277,7 @@ impl Decider {
             Some(RouteAction::Deny) => {
                 return Decision::Deny(Deny::new(DenyReason::RouteDenied));
             }
-            Some(RouteAction::Anonymous) => {
-                return Decision::Allow(Allow {
-                    headers: Vec::new(),
-                    owned_headers: Arc::clone(&self.owned_headers),
-                    headers_to_remove: if req.frontend.removes_headers() {
-                        self.headers_to_remove(&[], None, req, sources)
-                    } else {
-                        Removals::default()
-                    },
-                    query_parameters_to_remove: Vec::new(),
-                    identity: None,
-                    token_source: None,
-                });
-            }
+            Some(RouteAction::Anonymous) => return self.anonymous(req, sources).await,
         };
         let found = match find_token(req, sources) {
             Ok(Some(found)) => found,
@@ -298,6 +285,42 @@ impl Decider {
             Err(reason) => return Decision::Deny(Deny::new(reason)),
         };
         self.verify(found, route_req, req, sources).await.into()
+    }
+
+    /// An anonymous route: allowed whatever the credentials. A valid token (one that meets the
+    /// top-level requirement) still sets the claim headers, so the upstream may personalise; an
+    /// invalid one is allowed without identity and counted. Basic credentials are not
+    /// exchanged here.
+    async fn anonymous(&self, req: &CheckRequest, sources: &TokenConfig) -> Decision {
+        let anonymous = || {
+            Decision::Allow(Allow {
+                headers: Vec::new(),
+                owned_headers: Arc::clone(&self.owned_headers),
+                headers_to_remove: if req.frontend.removes_headers() {
+                    self.headers_to_remove(&[], None, req, sources)
+                } else {
+                    Removals::default()
+                },
+                query_parameters_to_remove: Vec::new(),
+                identity: None,
+                token_source: None,
+            })
+        };
+        let found = match find_token(req, sources) {
+            Ok(Some(found)) => found,
+            Ok(None) => return anonymous(),
+            Err(reason) => {
+                telemetry::record_anonymous_invalid_token(reason);
+                return anonymous();
+            }
+        };
+        match self.verify(found, None, req, sources).await {
+            Ok(allow) => Decision::Allow(allow),
+            Err(deny) => {
+                telemetry::record_anonymous_invalid_token(deny.reason);
+                anonymous()
+            }
+        }
     }
 
     /// A request without a token: where an issuer takes the password method and the request

@@ -1409,3 +1409,45 @@ async fn an_email_domain_rule_holds_for_listed_domains_only() {
         Some(DenyReason::ClaimMismatch)
     );
 }
+
+#[tokio::test]
+async fn an_anonymous_route_sets_the_identity_of_a_valid_token_and_ignores_an_invalid_one() {
+    let f = fixture("routes: [{path_prefix: /public, action: anonymous}]");
+    let at = |token: Option<&str>| CheckRequest {
+        path: Some("/public/page".to_owned()),
+        authorization: token
+            .map(|t| vec![format!("Bearer {t}").into_bytes()])
+            .unwrap_or_default(),
+        ..CheckRequest::for_test()
+    };
+    let Decision::Allow(with_token) = f.decide(&at(Some(&f.token(&claims())))).await else {
+        panic!("allowed");
+    };
+    assert_eq!(
+        with_token.identity.as_ref().and_then(|i| i.subject()),
+        Some("alice")
+    );
+    assert!(header_pairs(&with_token).contains(&("x-auth-subject", "alice")));
+    assert_eq!(
+        Decision::Allow(with_token.clone()).labels(),
+        ("allow", "valid_token")
+    );
+    for token in [
+        f.token(&with(claims(), json!({"exp": NOW - 3600}))),
+        "not-a-jwt".to_owned(),
+        f.token(&with(claims(), json!({"aud": "other"}))),
+    ] {
+        let Decision::Allow(anon) = f.decide(&at(Some(&token))).await else {
+            panic!("an invalid token on an anonymous route is still allowed");
+        };
+        assert!(
+            anon.identity.is_none() && anon.headers.is_empty(),
+            "{token}"
+        );
+        assert_eq!(Decision::Allow(anon).labels(), ("allow", "anonymous"));
+    }
+    let Decision::Allow(none) = f.decide(&at(None)).await else {
+        panic!("allowed");
+    };
+    assert!(none.identity.is_none());
+}
