@@ -561,3 +561,60 @@ fn bad_policy_settings_are_errors_naming_the_field() {
         );
     }
 }
+
+#[test]
+fn a_rule_an_earlier_rule_always_wins_over_is_an_error_naming_it() {
+    let base = "issuers: [{issuer: https://idp.example.com}]\naudiences: [api]\nroutes:\n";
+    let shadowed = [
+        ("  - {action: deny}\n  - {path_prefix: /api}\n", "routes[1]"),
+        (
+            "  - {path_prefix: /api}\n  - {path_prefix: /api/v1, action: deny}\n",
+            "routes[1]",
+        ),
+        (
+            "  - {path_prefix: /api/}\n  - {path_prefix: /api}\n",
+            "routes[1]",
+        ),
+        (
+            "  - {path_prefix: /api}\n  - {path_glob: \"/api/**\", action: anonymous}\n",
+            "routes[1]",
+        ),
+        (
+            "  - {path_prefix: /api}\n  - {path_glob: /api/x, action: deny}\n",
+            "routes[1]",
+        ),
+        (
+            "  - {path_glob: \"/a/*\"}\n  - {path_glob: \"/a/*\", methods: [GET]}\n",
+            "routes[1]",
+        ),
+        (
+            "  - {host: a.example.com, path_prefix: /x}\n  - {host: a.example.com, path_prefix: /x/y, methods: [GET]}\n",
+            "routes[1]",
+        ),
+        (
+            "  - {path_prefix: /}\n  - {host: b.example.com}\n",
+            "routes[1]",
+        ),
+    ];
+    for (rules, field) in shadowed {
+        let found = problems(&format!("{base}{rules}"));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with(&format!("{field}: can never match"))),
+            "{rules}: {found:?}"
+        );
+    }
+    let fine = [
+        "  - {path_prefix: /api, methods: [GET]}\n  - {path_prefix: /api}\n",
+        "  - {host: a.example.com}\n  - {path_prefix: /api}\n",
+        "  - {path_prefix: /apix}\n  - {path_prefix: /api}\n",
+        "  - {path_prefix: /api/v1}\n  - {path_prefix: /api}\n",
+        "  - {path_prefix: /api}\n  - {path_glob: \"/ap*/x\"}\n",
+        "  - {path_glob: \"/api/**\"}\n  - {path_prefix: /api}\n",
+        "  - {host: a.example.com, path_prefix: /x}\n  - {host: b.example.com, path_prefix: /x}\n",
+    ];
+    for rules in fine {
+        assert!(validate(&format!("{base}{rules}")).is_ok(), "{rules}");
+    }
+}

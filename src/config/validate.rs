@@ -689,15 +689,51 @@ fn routes(raw: &RawConfig, p: &mut Problems, issuers: &[IssuerConfig]) -> Vec<Ro
                 RouteAction::Deny
             }
         };
-        routes.push(Route {
+        let route = Route {
             host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
             path,
             methods,
             action,
             token: r.token.as_ref().map(|t| token(t, &format!("{f}.token"), p)),
-        });
+        };
+        if let Some(earlier) = routes.iter().position(|e| covers(e, &route)) {
+            p.add(
+                f,
+                format!(
+                    "can never match: routes[{earlier}] comes first, has no method restriction \
+                     and matches every request this rule would (first match wins)"
+                ),
+            );
+        }
+        routes.push(route);
     }
     routes
+}
+
+/// Whether `earlier` matches every request `later` would, so that `later` never matches:
+/// `earlier` has no method restriction, no host or the same host, and a path condition at least
+/// as wide (any path; a prefix that contains `later`'s prefix, or the fixed segments of its
+/// glob; the same glob). Conservative: a rule it cannot prove shadowed passes.
+fn covers(earlier: &Route, later: &Route) -> bool {
+    if earlier.methods.is_some() || (earlier.host.is_some() && earlier.host != later.host) {
+        return false;
+    }
+    let under = |path: &str, prefix: &str| {
+        prefix.is_empty() || path == prefix || path.starts_with(&format!("{prefix}/"))
+    };
+    match (&earlier.path, &later.path) {
+        (PathMatch::Any, _) => true,
+        (PathMatch::Prefix(p), PathMatch::Any) => p.is_empty(),
+        (PathMatch::Prefix(p), PathMatch::Prefix(q)) => under(q, p),
+        (PathMatch::Prefix(p), PathMatch::Glob(g)) => {
+            // Every path the glob matches starts with its segments before the first `*`.
+            let fixed: Vec<&str> = g.split('/').take_while(|s| !s.contains('*')).collect();
+            let fixed = fixed.join("/");
+            p.is_empty() || (!fixed.is_empty() && under(&fixed, p))
+        }
+        (PathMatch::Glob(a), PathMatch::Glob(b)) => a == b,
+        (PathMatch::Glob(_), _) => false,
+    }
 }
 
 fn keys(k: &RawKeys, p: &mut Problems) -> KeyCacheConfig {
