@@ -6,10 +6,15 @@ use crate::config::{PathMatch, Route};
 
 use super::model::{CheckRequest, DenyReason};
 
-/// The configured rules, with what they look at.
+/// The configured rules, with what they look at, compiled once at load.
 #[derive(Debug)]
 pub(crate) struct RouteTable {
     routes: Vec<Route>,
+    /// Rules with a path prefix of at least one segment, by that first segment: a request is
+    /// compared only with the rules of its own first segment and with `unindexed`.
+    by_first_segment: std::collections::HashMap<String, Vec<usize>>,
+    /// Every other rule (any path, `/`, a glob), in order.
+    unindexed: Vec<usize>,
     /// Whether any rule looks at the path.
     has_path_rules: bool,
     /// Whether any rule looks at the host.
@@ -20,7 +25,21 @@ pub(crate) struct RouteTable {
 
 impl RouteTable {
     pub(crate) fn new(routes: &[Route]) -> Self {
+        let mut by_first_segment: std::collections::HashMap<String, Vec<usize>> =
+            std::collections::HashMap::new();
+        let mut unindexed = Vec::new();
+        for (i, route) in routes.iter().enumerate() {
+            match &route.path {
+                PathMatch::Prefix(prefix) if !prefix.is_empty() => by_first_segment
+                    .entry(first_segment(prefix).to_owned())
+                    .or_default()
+                    .push(i),
+                _ => unindexed.push(i),
+            }
+        }
         Self {
+            by_first_segment,
+            unindexed,
             has_path_rules: routes.iter().any(|r| !matches!(r.path, PathMatch::Any)),
             has_host_rules: routes.iter().any(|r| r.host.is_some()),
             has_method_rules: routes.iter().any(|r| r.methods.is_some()),
@@ -49,11 +68,31 @@ impl RouteTable {
                 None => return Err(DenyReason::AmbiguousPath),
             },
         };
-        Ok(self
-            .routes
-            .iter()
-            .find(|r| matches(r, req, path.as_deref())))
+        // First match wins: the lowest-numbered matching rule among the two candidate lists
+        // (each in order).
+        let indexed: &[usize] = path
+            .as_deref()
+            .and_then(|p| self.by_first_segment.get(first_segment(p)))
+            .map_or(&[], Vec::as_slice);
+        let first = |candidates: &[usize]| {
+            candidates.iter().copied().find(|&i| {
+                self.routes
+                    .get(i)
+                    .is_some_and(|r| matches(r, req, path.as_deref()))
+            })
+        };
+        let found = match (first(indexed), first(&self.unindexed)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok(found.and_then(|i| self.routes.get(i)))
     }
+}
+
+/// The first segment of a path (`/api/v1` -> `api`, `/` -> ``).
+fn first_segment(path: &str) -> &str {
+    let path = path.strip_prefix('/').unwrap_or(path);
+    path.split('/').next().unwrap_or("")
 }
 
 fn host_without_port(host: &str) -> &str {

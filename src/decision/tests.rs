@@ -1451,3 +1451,40 @@ async fn an_anonymous_route_sets_the_identity_of_a_valid_token_and_ignores_an_in
     };
     assert!(none.identity.is_none());
 }
+
+#[tokio::test]
+async fn the_first_matching_rule_wins_across_indexed_prefixes_and_other_rules() {
+    let f = fixture(
+        "routes:\n  - {path_glob: \"/a/open/**\", action: anonymous}\n  - {path_prefix: /a, action: deny}\n  - {path_prefix: /b/c, action: anonymous}\n  - {path_glob: \"/b/**\", action: deny}\n  - {path_prefix: /bx, action: deny}\n",
+    );
+    let at = |path: &str| CheckRequest {
+        path: Some(path.to_owned()),
+        ..CheckRequest::for_test()
+    };
+    let anonymous = |d: &Decision| matches!(d, Decision::Allow(a) if a.identity.is_none());
+    assert!(
+        anonymous(&f.decide(&at("/a/open/x")).await),
+        "glob before prefix"
+    );
+    assert_eq!(
+        deny_reason(f.decide(&at("/a/closed")).await),
+        Some(DenyReason::RouteDenied)
+    );
+    assert!(
+        anonymous(&f.decide(&at("/b/c/d")).await),
+        "prefix before glob"
+    );
+    assert_eq!(
+        deny_reason(f.decide(&at("/b/x")).await),
+        Some(DenyReason::RouteDenied)
+    );
+    assert_eq!(
+        deny_reason(f.decide(&at("/bx/1")).await),
+        Some(DenyReason::RouteDenied)
+    );
+    assert_eq!(
+        deny_reason(f.decide(&at("/c")).await),
+        Some(DenyReason::MissingToken),
+        "no rule: a token is required"
+    );
+}
