@@ -199,15 +199,18 @@ pub fn claim_value_text(value: &Value) -> Option<String> {
 pub fn claim_header_values(
     claims: &Map<String, Value>,
     config: &ClaimHeaderConfig,
-) -> (Vec<Option<String>>, usize) {
-    let mut rejected = 0;
+) -> (Vec<Option<String>>, u64) {
+    let mut rejected = 0u64;
     let values = config
         .headers
         .iter()
-        .map(|(path, _)| {
+        .enumerate()
+        .map(|(i, (path, _))| {
             let text = path.lookup(claims).and_then(claim_value_text)?;
             if text.len() > config.max_value_bytes {
-                rejected += 1;
+                if i < 64 {
+                    rejected |= 1 << i;
+                }
                 return None;
             }
             Some(text)
@@ -243,6 +246,7 @@ mod tests {
                     )
                 })
                 .collect(),
+            default_mapping: (1 << pairs.len()) - 1,
             max_value_bytes: max,
         }
     }
@@ -407,6 +411,6 @@ mod tests {
             claim_header_values(&c, &config(&[("sub", "x-sub"), ("iss", "x-iss")], 10));
         assert_eq!(values[0], None, "too long");
         assert!(values[1].is_some());
-        assert_eq!(rejected, 1);
+        assert_eq!(rejected, 0b01, "entry 0 left out (a bit per entry)");
     }
 }

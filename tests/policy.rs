@@ -165,3 +165,49 @@ async fn an_anonymous_route_passes_the_identity_of_a_valid_token_and_counts_inva
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn claim_headers_come_from_the_route_else_the_issuer_else_the_top_level() {
+    let (a, b) = (TestIdp::start().await, TestIdp::start().await);
+    let yaml = format!(
+        "issuers:\n  - {{issuer: \"{}\", claim_headers: [{{claim: sub, header: X-A-User}}]}}\n  - {{issuer: \"{}\"}}\naudiences: [authgate-test]\nclaim_headers: [{{claim: sub, header: X-User}}, {{claim: iss, header: X-Issuer}}]\nroutes:\n  - {{path_prefix: /reports, claim_headers: [{{claim: email, header: X-Email}}]}}\n",
+        a.issuer(),
+        b.issuer()
+    );
+    let app = App::start(&yaml).await;
+    assert!(app.wait_ready(Duration::from_secs(5)).await);
+    let token = |idp: &TestIdp| {
+        let mut c = idp.valid_claims("alice");
+        c["email"] = json!("alice@example.com");
+        idp.mint(c)
+    };
+    let get = |path: &'static str, token: String| {
+        app.client
+            .get(app.url("/auth"))
+            .header("x-forwarded-uri", path)
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+    };
+    let names = |r: &reqwest::Response| {
+        let mut n: Vec<String> = r
+            .headers()
+            .keys()
+            .map(|k| k.as_str().to_owned())
+            .filter(|k| k.starts_with("x-"))
+            .collect();
+        n.sort();
+        n
+    };
+    // Issuer B: the top-level mapping.
+    let top = get("/api", token(&b)).await.unwrap();
+    assert_eq!(names(&top), ["x-issuer", "x-user"]);
+    // Issuer A: its own.
+    let own = get("/api", token(&a)).await.unwrap();
+    assert_eq!(names(&own), ["x-a-user"]);
+    assert_eq!(own.headers()["x-a-user"], "alice");
+    // The route's, for either issuer (the same cached token, another mapping).
+    for idp in [&a, &b] {
+        let route = get("/reports/q1", token(idp)).await.unwrap();
+        assert_eq!(names(&route), ["x-email"]);
+    }
+}

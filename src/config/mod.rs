@@ -152,6 +152,8 @@ pub struct IssuerConfig {
     pub proof_of_possession_mtls: PopMtls,
     /// Verification settings of this issuer's tokens: its own, else the top-level ones.
     pub verify: VerifyConfig,
+    /// This issuer's claim headers (a bit set over `ClaimHeaderConfig::headers`), if its own.
+    pub claim_headers: Option<u64>,
 }
 
 /// `auth_methods` of an issuer.
@@ -305,8 +307,11 @@ impl Config {
 /// Claim -> header mapping.
 #[derive(Debug, Clone)]
 pub struct ClaimHeaderConfig {
-    /// Claim path and the header it goes to.
+    /// Every claim header any mapping uses (top level, issuers, routes), once: claim path and
+    /// header. A mapping is a bit set over this list (at most 64 entries).
     pub headers: Vec<(ClaimPath, http::HeaderName)>,
+    /// The top-level mapping.
+    pub default_mapping: u64,
     /// Longest value in bytes.
     pub max_value_bytes: usize,
 }
@@ -359,6 +364,8 @@ pub struct Route {
     pub action: RouteAction,
     /// Where this route's tokens are read from (`None`: the top-level `token`).
     pub token: Option<TokenConfig>,
+    /// This route's claim headers (a bit set over `ClaimHeaderConfig::headers`), if its own.
+    pub claim_headers: Option<u64>,
 }
 
 /// Key cache and fetch bounds.

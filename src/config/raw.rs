@@ -228,6 +228,9 @@ pub struct RawIssuer {
     pub max_token_lifetime: Option<String>,
     /// Claims this issuer's tokens must carry (default: the top-level list).
     pub required_claims: Option<Vec<String>>,
+    /// Claim headers for this issuer's tokens, replacing the top-level list (a route's own
+    /// list wins over both).
+    pub claim_headers: Option<Vec<RawClaimHeader>>,
     /// Certificate-bound tokens (RFC 8705): `off` (default), `optional` (a token with
     /// `cnf.x5t#S256` needs the matching client certificate) or `strict` (every token needs
     /// one).
@@ -394,6 +397,8 @@ pub struct RawRoute {
     /// Where this route's tokens are read from: a whole `token:` section that replaces the
     /// top-level one on this route.
     pub token: Option<RawToken>,
+    /// Claim headers on this route, replacing the top-level (and the issuer's) list.
+    pub claim_headers: Option<Vec<RawClaimHeader>>,
 }
 
 /// `keys:` section.

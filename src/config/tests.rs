@@ -618,3 +618,41 @@ fn a_rule_an_earlier_rule_always_wins_over_is_an_error_naming_it() {
         assert!(validate(&format!("{base}{rules}")).is_ok(), "{rules}");
     }
 }
+
+#[test]
+fn issuers_and_routes_may_have_their_own_claim_headers_in_one_table() {
+    let cfg = validate(
+        "issuers: [{issuer: https://a.example.com, claim_headers: [{claim: sub, header: X-User}, {claim: azp, header: X-Client}]}]\naudiences: [api]\nclaim_headers: [{claim: sub, header: X-User}]\nroutes:\n  - {path_prefix: /r, claim_headers: [{claim: email, header: X-Email}]}\n",
+    )
+    .expect("valid");
+    let names: Vec<&str> = cfg
+        .claim_headers
+        .headers
+        .iter()
+        .map(|(_, n)| n.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["x-user", "x-client", "x-email"],
+        "each distinct entry once"
+    );
+    assert_eq!(cfg.claim_headers.default_mapping, 0b001);
+    assert_eq!(cfg.issuers[0].claim_headers, Some(0b011));
+    assert_eq!(cfg.routes[0].claim_headers, Some(0b100));
+    for (yaml, field) in [
+        (
+            "issuers: [{issuer: https://a.example.com, claim_headers: [{claim: sub, header: Authorization}]}]",
+            "issuers[0].claim_headers[0].header",
+        ),
+        (
+            "issuers: [{issuer: https://a.example.com}]\nroutes: [{path_prefix: /r, claim_headers: [{claim: sub, header: X-A}, {claim: iss, header: X-A}]}]",
+            "routes[0].claim_headers[1].header",
+        ),
+    ] {
+        let found = problems(&format!("{yaml}\naudiences: [api]\n"));
+        assert!(
+            found.iter().any(|p| p.starts_with(&format!("{field}: "))),
+            "{found:?}"
+        );
+    }
+}

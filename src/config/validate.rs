@@ -43,14 +43,29 @@ impl RawConfig {
         let issuers = issuers(raw, &verify, &mut p);
         let require = p.requirement("require", &raw.require);
         check_requirement_issuers(&mut p, "require", &require, &issuers);
+        let (claim_headers, issuer_mappings, route_mappings) = claim_headers(raw, &mut p);
+        let mut issuers = issuers;
+        let mut routes = routes(raw, &mut p, &issuers);
+        // An invalid entry may have been left out of either list: the mappings then go by
+        // position only where nothing was (the config is rejected anyway).
+        if issuers.len() == issuer_mappings.len() {
+            for (issuer, mapping) in issuers.iter_mut().zip(issuer_mappings) {
+                issuer.claim_headers = mapping;
+            }
+        }
+        if routes.len() == route_mappings.len() {
+            for (route, mapping) in routes.iter_mut().zip(route_mappings) {
+                route.claim_headers = mapping;
+            }
+        }
         let config = Config {
             listen: listen(raw, &mut p),
             log: log(raw, &mut p),
-            routes: routes(raw, &mut p, &issuers),
+            routes,
             issuers,
             verify,
             token: token(&raw.token, "token", &mut p),
-            claim_headers: claim_headers(raw, &mut p),
+            claim_headers,
             require,
             trusted_proxies: trusted_proxies(raw, &mut p),
             keys: keys(&raw.keys, &mut p),
@@ -238,6 +253,7 @@ fn issuers(config: &RawConfig, top: &VerifyConfig, p: &mut Problems) -> Vec<Issu
             client,
             token_endpoint: raw.token_endpoint.clone(),
             proof_of_possession_mtls,
+            claim_headers: None,
             verify: verify_settings(
                 &RawVerify {
                     leeway: raw.leeway.as_ref(),
@@ -597,58 +613,113 @@ fn token(raw: &RawToken, field: &str, p: &mut Problems) -> TokenConfig {
     token
 }
 
-fn claim_headers(raw: &RawConfig, p: &mut Problems) -> ClaimHeaderConfig {
-    let mut headers = Vec::new();
-    match &raw.claim_headers {
+/// Every claim header mapping: the top-level one (or the default `sub` and `iss`), each
+/// issuer's and each route's own, into one table of (claim, header) entries; a mapping is a bit
+/// set over it. Returns the table and the issuers' and routes' own mappings, by position.
+fn claim_headers(
+    raw: &RawConfig,
+    p: &mut Problems,
+) -> (ClaimHeaderConfig, Vec<Option<u64>>, Vec<Option<u64>>) {
+    let mut table: Vec<(ClaimPath, http::HeaderName)> = Vec::new();
+    let default_mapping = match &raw.claim_headers {
         None => {
-            headers.push((
+            table.push((
                 ClaimPath::single("sub"),
                 http::HeaderName::from_static("x-auth-subject"),
             ));
-            headers.push((
+            table.push((
                 ClaimPath::single("iss"),
                 http::HeaderName::from_static("x-auth-issuer"),
             ));
+            0b11
         }
-        Some(list) => {
-            if list.len() > MAX_CLAIM_HEADERS {
-                p.add(
-                    "claim_headers",
-                    format!("at most {MAX_CLAIM_HEADERS} claim headers"),
-                );
-            }
-            for (i, h) in list.iter().enumerate() {
-                let f = format!("claim_headers[{i}]");
-                let path = ClaimPath::parse(&h.claim)
-                    .map_err(|e| p.add(format!("{f}.claim"), e))
-                    .ok();
-                let name = header_name(p, &format!("{f}.header"), &h.header);
-                if let Some(name) = &name
-                    && reserved_header(name.as_str())
-                {
-                    p.add(
-                        format!("{f}.header"),
-                        format!("{name} cannot carry a claim"),
-                    );
-                    continue;
-                }
-                if let (Some(path), Some(name)) = (path, name) {
-                    if headers.iter().any(|(_, n)| *n == name) {
-                        p.add(format!("{f}.header"), format!("{name} is mapped twice"));
-                    }
-                    headers.push((path, name));
-                }
-            }
-        }
+        Some(list) => claim_header_mapping(list, "claim_headers", &mut table, p),
+    };
+    let issuers = raw
+        .issuers
+        .iter()
+        .enumerate()
+        .map(|(i, issuer)| {
+            issuer.claim_headers.as_ref().map(|list| {
+                claim_header_mapping(list, &format!("issuers[{i}].claim_headers"), &mut table, p)
+            })
+        })
+        .collect();
+    let routes = raw
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, route)| {
+            route.claim_headers.as_ref().map(|list| {
+                claim_header_mapping(list, &format!("routes[{i}].claim_headers"), &mut table, p)
+            })
+        })
+        .collect();
+    if table.len() > MAX_CLAIM_HEADERS {
+        p.add(
+            "claim_headers",
+            format!(
+                "at most {MAX_CLAIM_HEADERS} distinct claim headers in all (top level, issuers and routes together)"
+            ),
+        );
     }
-    ClaimHeaderConfig {
-        headers,
+    let config = ClaimHeaderConfig {
+        headers: table,
+        default_mapping,
         max_value_bytes: p.positive(
             "max_claim_header_bytes",
             raw.max_claim_header_bytes,
             DEFAULT_MAX_CLAIM_HEADER_BYTES,
         ),
+    };
+    (config, issuers, routes)
+}
+
+/// One claim header list at `field`: its entries added to `table` (each distinct entry once),
+/// and the bit set of the entries it uses.
+fn claim_header_mapping(
+    list: &[RawClaimHeader],
+    field: &str,
+    table: &mut Vec<(ClaimPath, http::HeaderName)>,
+    p: &mut Problems,
+) -> u64 {
+    let mut mapping = 0u64;
+    let mut names: Vec<http::HeaderName> = Vec::new();
+    for (i, h) in list.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        let path = ClaimPath::parse(&h.claim)
+            .map_err(|e| p.add(format!("{f}.claim"), e))
+            .ok();
+        let name = header_name(p, &format!("{f}.header"), &h.header);
+        if let Some(name) = &name
+            && reserved_header(name.as_str())
+        {
+            p.add(
+                format!("{f}.header"),
+                format!("{name} cannot carry a claim"),
+            );
+            continue;
+        }
+        let (Some(path), Some(name)) = (path, name) else {
+            continue;
+        };
+        if names.contains(&name) {
+            p.add(format!("{f}.header"), format!("{name} is mapped twice"));
+            continue;
+        }
+        names.push(name.clone());
+        let index = match table.iter().position(|(tp, tn)| *tp == path && *tn == name) {
+            Some(index) => index,
+            None => {
+                table.push((path, name));
+                table.len() - 1
+            }
+        };
+        if index < 64 {
+            mapping |= 1 << index;
+        }
     }
+    mapping
 }
 
 fn routes(raw: &RawConfig, p: &mut Problems, issuers: &[IssuerConfig]) -> Vec<Route> {
@@ -695,6 +766,7 @@ fn routes(raw: &RawConfig, p: &mut Problems, issuers: &[IssuerConfig]) -> Vec<Ro
             methods,
             action,
             token: r.token.as_ref().map(|t| token(t, &format!("{f}.token"), p)),
+            claim_headers: None,
         };
         if let Some(earlier) = routes.iter().position(|e| covers(e, &route)) {
             p.add(

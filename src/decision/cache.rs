@@ -135,8 +135,8 @@ pub(crate) struct VerifiedToken {
     pub(crate) times: Times,
     /// Bit `i`: claim header `i` has a value (in the `HEADERS` group, in order).
     pub(crate) headers_present: u64,
-    /// Claim header values left out (too long or not encodable).
-    pub(crate) headers_rejected: u16,
+    /// Bit `i`: claim header `i`'s value was left out (too long or not encodable).
+    pub(crate) headers_rejected: u64,
     /// Subject, audiences, scopes, header values and claim-rule values (see [`group`]).
     pub(crate) texts: Texts,
 }

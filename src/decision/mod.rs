@@ -86,12 +86,14 @@ pub struct Decider {
 impl Decider {
     /// A decider over these issuers, in config order.
     pub fn new(config: Arc<Config>, issuers: Vec<TrustedIssuer>, clock: Arc<dyn Clock>) -> Self {
-        let owned_headers: Arc<[HeaderName]> = config
-            .claim_headers
-            .headers
-            .iter()
-            .map(|(_, name)| name.clone())
-            .collect();
+        // Every header any claim header mapping sets (top level, issuers, routes), once.
+        let mut owned: Vec<HeaderName> = Vec::new();
+        for (_, name) in &config.claim_headers.headers {
+            if !owned.contains(name) {
+                owned.push(name.clone());
+            }
+        }
+        let owned_headers: Arc<[HeaderName]> = owned.into();
         let mut owned_spellings: Vec<String> = Vec::new();
         for owned in owned_headers.iter().map(HeaderName::as_str) {
             for separator in ["_", "."] {
@@ -218,7 +220,7 @@ impl Decider {
                 client_cert,
                 ..CheckRequest::new(Frontend::TokenService)
             };
-            self.verify(found, Some(requirement), &req, &self.config.token)
+            self.verify(found, Some(requirement), &req, &self.config.token, None)
                 .await
                 .into()
         };
@@ -267,6 +269,8 @@ impl Decider {
             Err(reason) => return Decision::Deny(Deny::new(reason)),
             Ok(route) => route,
         };
+        // The route's own claim headers, else the issuer's, else the top-level ones (`allow`).
+        let route_headers = route.and_then(|r| r.claim_headers);
         // The route's own token sources, else the top-level ones.
         let sources = route
             .and_then(|r| r.token.as_ref())
@@ -277,21 +281,30 @@ impl Decider {
             Some(RouteAction::Deny) => {
                 return Decision::Deny(Deny::new(DenyReason::RouteDenied));
             }
-            Some(RouteAction::Anonymous) => return self.anonymous(req, sources).await,
+            Some(RouteAction::Anonymous) => {
+                return self.anonymous(req, sources, route_headers).await;
+            }
         };
         let found = match find_token(req, sources) {
             Ok(Some(found)) => found,
-            Ok(None) => return self.password_check(req, route_req).await,
+            Ok(None) => return self.password_check(req, route_req, route_headers).await,
             Err(reason) => return Decision::Deny(Deny::new(reason)),
         };
-        self.verify(found, route_req, req, sources).await.into()
+        self.verify(found, route_req, req, sources, route_headers)
+            .await
+            .into()
     }
 
     /// An anonymous route: allowed whatever the credentials. A valid token (one that meets the
     /// top-level requirement) still sets the claim headers, so the upstream may personalise; an
     /// invalid one is allowed without identity and counted. Basic credentials are not
     /// exchanged here.
-    async fn anonymous(&self, req: &CheckRequest, sources: &TokenConfig) -> Decision {
+    async fn anonymous(
+        &self,
+        req: &CheckRequest,
+        sources: &TokenConfig,
+        route_headers: Option<u64>,
+    ) -> Decision {
         let anonymous = || {
             Decision::Allow(Allow {
                 headers: Vec::new(),
@@ -314,7 +327,7 @@ impl Decider {
                 return anonymous();
             }
         };
-        match self.verify(found, None, req, sources).await {
+        match self.verify(found, None, req, sources, route_headers).await {
             Ok(allow) => Decision::Allow(allow),
             Err(deny) => {
                 telemetry::record_anonymous_invalid_token(deny.reason);
@@ -331,6 +344,7 @@ impl Decider {
         &self,
         req: &CheckRequest,
         route_req: Option<&Requirement>,
+        route_headers: Option<u64>,
     ) -> Decision {
         let missing = Decision::Deny(Deny::new(DenyReason::MissingToken));
         let Some((_, grant)) = &self.password else {
@@ -369,7 +383,10 @@ impl Decider {
             token: Cow::Borrowed(&token),
             source: TokenSource::Password,
         };
-        match self.verify(found, route_req, req, &self.config.token).await {
+        match self
+            .verify(found, route_req, req, &self.config.token, route_headers)
+            .await
+        {
             Ok(mut allow) => {
                 match http::HeaderValue::from_str(&format!("Bearer {token}")) {
                     Ok(value) => allow.headers.push((http::header::AUTHORIZATION, value)),
@@ -443,6 +460,7 @@ impl Decider {
         route_req: Option<&Requirement>,
         req: &CheckRequest,
         sources: &TokenConfig,
+        route_headers: Option<u64>,
     ) -> Result<Allow, Deny> {
         let client_cert = req.client_cert.as_ref();
         let token = found.token.as_ref();
@@ -494,7 +512,7 @@ impl Decider {
         self.check_auth_method(verified.issuer, found.source)?;
         self.check_binding(&verified, client_cert)?;
         self.authorize(&verified, &requirements)?;
-        Ok(self.allow(verified, found.source, req, sources))
+        Ok(self.allow(verified, found.source, req, sources, route_headers))
     }
 
     /// The first check of a token: format, issuer, algorithm, type, times, audience and claim
@@ -595,8 +613,8 @@ impl Decider {
             if i < 64 && header_value(value).is_some() {
                 headers_present |= 1 << i;
                 texts.push(value);
-            } else {
-                rejected += 1;
+            } else if i < 64 {
+                rejected |= 1 << i;
             }
         }
         texts.end_group();
@@ -616,7 +634,7 @@ impl Decider {
             verified_at: now,
             times,
             headers_present,
-            headers_rejected: u16::try_from(rejected).unwrap_or(u16::MAX),
+            headers_rejected: rejected,
             texts: texts.build(),
         };
         Ok((verified, cacheable))
@@ -705,11 +723,23 @@ impl Decider {
         source: TokenSource,
         req: &CheckRequest,
         sources: &TokenConfig,
+        route_headers: Option<u64>,
     ) -> Allow {
         let cfg = &self.config;
-        let mut rejected = usize::from(verified.headers_rejected);
-        let mut headers = Vec::with_capacity(cfg.claim_headers.headers.len());
+        // The route's claim headers, else the issuer's, else the top-level ones.
+        let mapping = route_headers
+            .or_else(|| {
+                self.issuers
+                    .get(verified.issuer)
+                    .and_then(|i| i.config.claim_headers)
+            })
+            .unwrap_or(cfg.claim_headers.default_mapping);
+        let mut rejected = (verified.headers_rejected & mapping).count_ones() as usize;
+        let mut headers = Vec::with_capacity(mapping.count_ones() as usize);
         for (i, text) in verified.header_values() {
+            if i >= 64 || mapping & (1 << i) == 0 {
+                continue;
+            }
             match (cfg.claim_headers.headers.get(i), header_value(text)) {
                 (Some((_, name)), Some(value)) => headers.push((name.clone(), value)),
                 _ => rejected += 1,
