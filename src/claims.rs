@@ -247,6 +247,7 @@ mod tests {
                 })
                 .collect(),
             default_mapping: (1 << pairs.len()) - 1,
+            payload_header: None,
             max_value_bytes: max,
         }
     }

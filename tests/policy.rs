@@ -211,3 +211,40 @@ async fn claim_headers_come_from_the_route_else_the_issuer_else_the_top_level() 
         assert_eq!(names(&route), ["x-email"]);
     }
 }
+
+#[tokio::test]
+async fn the_payload_header_carries_the_verified_payload_within_the_size_cap() {
+    let idp = TestIdp::start().await;
+    let app = App::start(&common::app::idp_config(
+        &idp,
+        "payload_header: {enabled: true}\nmax_claim_header_bytes: 600",
+    ))
+    .await;
+    assert!(app.wait_ready(Duration::from_secs(5)).await);
+    let token = idp.mint(idp.valid_claims("alice"));
+    for round in 0..2 {
+        // The second round is a verified-cache hit.
+        let response = app.check(Some(&token)).await;
+        assert_eq!(response.status(), 200);
+        let payload = response.headers()["x-auth-payload"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(payload, token.split('.').nth(1).unwrap(), "round {round}");
+        use base64::Engine as _;
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(&payload)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(claims["sub"], "alice");
+    }
+    // Over the cap: left out (and counted), the check still allowed.
+    let mut big = idp.valid_claims("bob");
+    big["blob"] = json!("x".repeat(800));
+    let response = app.check(Some(&idp.mint(big))).await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("x-auth-payload").is_none());
+    assert_eq!(response.headers()["x-auth-subject"], "bob");
+}

@@ -312,6 +312,8 @@ pub struct ClaimHeaderConfig {
     pub headers: Vec<(ClaimPath, http::HeaderName)>,
     /// The top-level mapping.
     pub default_mapping: u64,
+    /// The header that carries the whole verified payload (base64url), when enabled.
+    pub payload_header: Option<http::HeaderName>,
     /// Longest value in bytes.
     pub max_value_bytes: usize,
 }

@@ -122,6 +122,9 @@ pub struct RawConfig {
     pub claim_headers: Option<Vec<RawClaimHeader>>,
     /// Longest claim header value in bytes; longer values are omitted.
     pub max_claim_header_bytes: Option<usize>,
+    /// The whole verified payload, base64url, in one header for the upstream (off by default).
+    #[serde(default)]
+    pub payload_header: RawPayloadHeader,
     /// Requirements every token must meet (on top of issuer and audience).
     #[serde(default)]
     pub require: RawRequirement,
@@ -308,6 +311,17 @@ pub struct RawQuery {
     #[serde(default)]
     pub enabled: bool,
     /// Parameter name, default `access_token`.
+    pub name: Option<String>,
+}
+
+/// `payload_header:` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPayloadHeader {
+    /// Off by default.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Header name, default `X-Auth-Payload`.
     pub name: Option<String>,
 }
 

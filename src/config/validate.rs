@@ -663,9 +663,43 @@ fn claim_headers(
             ),
         );
     }
+    let payload_header = if raw.payload_header.enabled {
+        let text = raw
+            .payload_header
+            .name
+            .as_deref()
+            .unwrap_or("X-Auth-Payload");
+        let name = header_name(p, "payload_header.name", text);
+        match name {
+            Some(name) if reserved_header(name.as_str()) => {
+                p.add(
+                    "payload_header.name",
+                    format!("{name} cannot carry a claim"),
+                );
+                None
+            }
+            Some(name) if table.iter().any(|(_, n)| *n == name) => {
+                p.add(
+                    "payload_header.name",
+                    format!("{name} is a claim header already"),
+                );
+                None
+            }
+            name => name,
+        }
+    } else {
+        if raw.payload_header.name.is_some() {
+            p.add(
+                "payload_header.name",
+                "set payload_header.enabled: true to send the payload",
+            );
+        }
+        None
+    };
     let config = ClaimHeaderConfig {
         headers: table,
         default_mapping,
+        payload_header,
         max_value_bytes: p.positive(
             "max_claim_header_bytes",
             raw.max_claim_header_bytes,

@@ -117,8 +117,10 @@ pub(crate) mod group {
     pub(crate) const HEADERS: usize = 3;
     /// `cnf.x5t#S256`, the certificate the token is bound to (none when unbound).
     pub(crate) const X5T: usize = 4;
+    /// The payload segment (base64url), where `payload_header` is on and it fits.
+    pub(crate) const PAYLOAD: usize = 5;
     /// The first claim path group.
-    pub(crate) const CLAIMS: usize = 5;
+    pub(crate) const CLAIMS: usize = 6;
 }
 
 /// A token whose signature, issuer, algorithm, type and claim types were verified: everything
@@ -160,6 +162,11 @@ impl VerifiedToken {
     /// `cnf.x5t#S256`: the thumbprint of the certificate the token is bound to.
     pub(crate) fn x5t(&self) -> Option<&str> {
         self.texts.group(group::X5T).next()
+    }
+
+    /// The payload segment, for `payload_header`.
+    pub(crate) fn payload(&self) -> Option<&str> {
+        self.texts.group(group::PAYLOAD).next()
     }
 
     /// The scalar texts at claim path number `slot` (see `Decider::claim_paths`).

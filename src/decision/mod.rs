@@ -86,9 +86,11 @@ pub struct Decider {
 impl Decider {
     /// A decider over these issuers, in config order.
     pub fn new(config: Arc<Config>, issuers: Vec<TrustedIssuer>, clock: Arc<dyn Clock>) -> Self {
-        // Every header any claim header mapping sets (top level, issuers, routes), once.
+        // Every header any claim header mapping sets (top level, issuers, routes), and the
+        // payload header, once.
         let mut owned: Vec<HeaderName> = Vec::new();
-        for (_, name) in &config.claim_headers.headers {
+        let names = config.claim_headers.headers.iter().map(|(_, name)| name);
+        for name in names.chain(config.claim_headers.payload_header.as_ref()) {
             if !owned.contains(name) {
                 owned.push(name.clone());
             }
@@ -622,6 +624,14 @@ impl Decider {
             texts.push(x5t);
         }
         texts.end_group();
+        // The payload exactly as the token carries it: base64url of the verified JSON.
+        if cfg.claim_headers.payload_header.is_some() {
+            let payload = token.split('.').nth(1).unwrap_or("");
+            if payload.len() <= cfg.claim_headers.max_value_bytes {
+                texts.push(payload);
+            }
+        }
+        texts.end_group();
         for (path, strings_only) in &self.claim_paths {
             match_texts(path.lookup(claims), *strings_only)
                 .iter()
@@ -743,6 +753,12 @@ impl Decider {
             match (cfg.claim_headers.headers.get(i), header_value(text)) {
                 (Some((_, name)), Some(value)) => headers.push((name.clone(), value)),
                 _ => rejected += 1,
+            }
+        }
+        if let Some(name) = &cfg.claim_headers.payload_header {
+            match verified.payload().and_then(header_value) {
+                Some(value) => headers.push((name.clone(), value)),
+                None => rejected += 1,
             }
         }
         telemetry::record_claim_headers_rejected(rejected);
