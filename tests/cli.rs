@@ -239,6 +239,31 @@ fn check_config_accepts_the_example_config_with_exit_0() {
     assert!(stdout.contains("valid"), "{stdout}");
 }
 
+#[test]
+fn check_config_accepts_the_readme_policy_example() {
+    // The YAML block that follows the `<!-- example: policy -->` marker in README.md.
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let after = readme
+        .split_once("<!-- example: policy -->")
+        .expect("the policy example marker")
+        .1;
+    let block = after
+        .split_once("```yaml\n")
+        .and_then(|(_, rest)| rest.split_once("\n```"))
+        .expect("a yaml block after the marker")
+        .0;
+    let scratch = Scratch::new("check-readme-policy");
+    let file = scratch.file("policy.yaml", block);
+    let (status, stdout, stderr) = run(
+        authgate(&["check-config", file.to_str().unwrap()]),
+        &scratch,
+        "check",
+    );
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(stdout.contains("2 issuer(s), 6 route(s)"), "{stdout}");
+}
+
 /// Runs `check-config` on `yaml`, expects exit 64, and returns stderr and its config-error lines.
 fn check_config_rejects(name: &str, yaml: &str) -> (String, Vec<String>) {
     let scratch = Scratch::new(name);
