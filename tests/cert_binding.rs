@@ -18,9 +18,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use common::app::App;
 use common::idp::TestIdp;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::Peer;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -195,27 +194,16 @@ async fn ext_authz_grpc_reads_the_source_certificate() {
         (url_encoded(CERT_B), false),
         (String::new(), false),
     ] {
-        let request = CheckRequest {
-            attributes: Some(AttributeContext {
-                source: Some(Peer {
-                    certificate,
-                    ..Peer::default()
-                }),
-                request: Some(Request {
-                    http: Some(HttpRequest {
-                        method: "GET".to_owned(),
-                        path: "/items".to_owned(),
-                        host: "api.example.com".to_owned(),
-                        headers: [("authorization".to_owned(), format!("Bearer {token}"))]
-                            .into_iter()
-                            .collect(),
-                        ..HttpRequest::default()
-                    }),
-                    ..Request::default()
-                }),
-                ..AttributeContext::default()
-            }),
-        };
+        let mut request = common::envoy::envoy_check_headers(
+            "/items",
+            &[("authorization", format!("Bearer {token}"))],
+        );
+        if let Some(attributes) = request.attributes.as_mut() {
+            attributes.source = Some(Peer {
+                certificate,
+                ..Peer::default()
+            });
+        }
         let response = client.check(request).await.unwrap().into_inner();
         assert_eq!(response.status.unwrap().code == 0, allowed);
     }

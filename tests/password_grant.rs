@@ -349,30 +349,15 @@ async fn malformed_basic_credentials_are_a_malformed_request() {
 
 #[tokio::test]
 async fn ext_authz_grpc_overwrites_the_basic_credentials_with_the_bearer_token() {
-    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
     use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
     use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 
     let (_idp, app) = start(SECRET_BASIC, "").await;
     let mut client = AuthorizationClient::new(app.grpc_channel().await);
-    let request = CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: "GET".to_owned(),
-                    path: "/items".to_owned(),
-                    host: "api.example.com".to_owned(),
-                    headers: [("authorization".to_owned(), basic("alice", "wonderland"))]
-                        .into_iter()
-                        .collect(),
-                    ..HttpRequest::default()
-                }),
-                ..Request::default()
-            }),
-            ..AttributeContext::default()
-        }),
-    };
+    let request = common::envoy::envoy_check_headers(
+        "/items",
+        &[("authorization", basic("alice", "wonderland"))],
+    );
     let response = client.check(request).await.unwrap().into_inner();
     let Some(HttpResponse::OkResponse(ok)) = response.http_response else {
         panic!("not allowed: {response:?}");

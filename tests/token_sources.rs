@@ -14,10 +14,8 @@ use std::time::Duration;
 
 use common::app::App;
 use common::idp::TestIdp;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 
 const SOURCES: &str = "token: {cookie: {enabled: true}, custom_header: {enabled: true, name: X-Api-Token, prefix: \"Token \"}, strip_upstream: true}";
 
@@ -127,24 +125,7 @@ async fn grpc_check(
     headers: &[(&str, String)],
 ) -> envoy_types::pb::envoy::service::auth::v3::OkHttpResponse {
     let mut client = AuthorizationClient::new(app.grpc_channel().await);
-    let request = CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: "GET".to_owned(),
-                    path: "/items".to_owned(),
-                    host: "api.example.com".to_owned(),
-                    headers: headers
-                        .iter()
-                        .map(|(n, v)| ((*n).to_owned(), v.clone()))
-                        .collect(),
-                    ..HttpRequest::default()
-                }),
-                ..Request::default()
-            }),
-            ..AttributeContext::default()
-        }),
-    };
+    let request = common::envoy::envoy_check_headers("/items", headers);
     let response = client.check(request).await.unwrap().into_inner();
     match response.http_response {
         Some(HttpResponse::OkResponse(ok)) => ok,

@@ -511,50 +511,56 @@ fn verify_settings(
     }
 }
 
+/// A source switched on by `enabled` and named by `name` (else `default`), at `field`: its name
+/// when on; a name without `enabled` is a problem (it would silently do nothing).
+fn named_source(
+    p: &mut Problems,
+    field: &str,
+    (enabled, name): (bool, Option<&String>),
+    default: &str,
+    what: &str,
+) -> Option<String> {
+    if enabled {
+        Some(name.cloned().unwrap_or_else(|| default.to_owned()))
+    } else {
+        if name.is_some() {
+            p.add(
+                format!("{field}.name"),
+                format!("set {field}.enabled: true to read tokens from {what}"),
+            );
+        }
+        None
+    }
+}
+
 fn token(raw: &RawToken, field: &str, p: &mut Problems) -> TokenConfig {
-    let query = if raw.query.enabled {
-        let name = raw
-            .query
-            .name
-            .clone()
-            .unwrap_or_else(|| DEFAULT_QUERY_PARAMETER.to_owned());
-        if name.is_empty() {
-            p.add(format!("{field}.query.name"), "must not be empty");
-        }
-        Some(name)
-    } else {
-        if raw.query.name.is_some() {
-            p.add(
-                format!("{field}.query.name"),
-                format!("set {field}.query.enabled: true to read tokens from the query"),
-            );
-        }
-        None
-    };
-    let cookie = if raw.cookie.enabled {
-        let name = raw
-            .cookie
-            .name
-            .clone()
-            .unwrap_or_else(|| DEFAULT_TOKEN_COOKIE.to_owned());
-        // RFC 6265 §4.1.1: a cookie name is an RFC 7230 token.
-        let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-        if name.is_empty() || !name.chars().all(token_char) {
-            p.add(
-                format!("{field}.cookie.name"),
-                format!("{name:?} is not a cookie name"),
-            );
-        }
-        Some(name)
-    } else {
-        if raw.cookie.name.is_some() {
-            p.add(
-                format!("{field}.cookie.name"),
-                format!("set {field}.cookie.enabled: true to read tokens from a cookie"),
-            );
-        }
-        None
-    };
+    let query = named_source(
+        p,
+        &format!("{field}.query"),
+        (raw.query.enabled, raw.query.name.as_ref()),
+        DEFAULT_QUERY_PARAMETER,
+        "the query",
+    );
+    if query.as_deref() == Some("") {
+        p.add(format!("{field}.query.name"), "must not be empty");
+    }
+    let cookie = named_source(
+        p,
+        &format!("{field}.cookie"),
+        (raw.cookie.enabled, raw.cookie.name.as_ref()),
+        DEFAULT_TOKEN_COOKIE,
+        "a cookie",
+    );
+    // RFC 6265 §4.1.1: a cookie name is an RFC 7230 token.
+    let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if let Some(name) = &cookie
+        && (name.is_empty() || !name.chars().all(token_char))
+    {
+        p.add(
+            format!("{field}.cookie.name"),
+            format!("{name:?} is not a cookie name"),
+        );
+    }
     let custom_header = if raw.custom_header.enabled {
         let text = raw
             .custom_header

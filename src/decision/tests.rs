@@ -35,6 +35,11 @@ fn verifying(key: &SigningKey) -> crate::keys::VerifyingKey {
 }
 
 fn fixture_with(extra: &str, keys: Option<Arc<dyn KeySource>>) -> Fixture {
+    fixture_from(config(extra), keys)
+}
+
+/// A fixture over `cfg` (its first issuer) with an RSA and an EC key, or `keys`.
+fn fixture_from(cfg: Arc<Config>, keys: Option<Arc<dyn KeySource>>) -> Fixture {
     let rsa = SigningKey::generate(Alg::RS256, "rsa").expect("rsa");
     let ec = SigningKey::generate(Alg::ES256, "ec").expect("ec");
     let keys = keys.unwrap_or_else(|| {
@@ -43,7 +48,6 @@ fn fixture_with(extra: &str, keys: Option<Arc<dyn KeySource>>) -> Fixture {
             verifying(&ec),
         ])))
     });
-    let cfg = config(extra);
     let issuers = vec![TrustedIssuer {
         config: cfg.issuers[0].clone(),
         keys,
@@ -63,25 +67,11 @@ fn fixture(extra: &str) -> Fixture {
 
 /// A fixture whose one issuer has `fields` (a YAML flow mapping's members) besides its `issuer`.
 fn fixture_issuer(fields: &str, extra: &str) -> Fixture {
-    let rsa = SigningKey::generate(Alg::RS256, "rsa").expect("rsa");
-    let ec = SigningKey::generate(Alg::ES256, "ec").expect("ec");
-    let keys: Arc<dyn KeySource> = Arc::new(StaticKeys::new(KeySet::new(vec![
-        verifying(&rsa),
-        verifying(&ec),
-    ])));
     let yaml = format!("issuers: [{{issuer: \"{ISS}\", {fields}}}]\naudiences: [api]\n{extra}");
-    let cfg = Arc::new(parse_yaml(&yaml).expect("yaml").validate().expect("valid"));
-    let issuers = vec![TrustedIssuer {
-        config: cfg.issuers[0].clone(),
-        keys,
-    }];
-    let clock = Arc::new(FixedClock::at(NOW));
-    Fixture {
-        rsa,
-        ec,
-        clock: Arc::clone(&clock),
-        decider: Decider::new(cfg, issuers, clock),
-    }
+    fixture_from(
+        Arc::new(parse_yaml(&yaml).expect("yaml").validate().expect("valid")),
+        None,
+    )
 }
 
 fn claims() -> Value {

@@ -53,3 +53,21 @@ pub(crate) fn envoy_check(uri: &str, auth: &[Vec<u8>]) -> CheckRequest {
         }),
     }
 }
+
+/// What Envoy sends for `GET https://api.example.com{uri}` with these request headers (text
+/// values, names lower-case as Envoy passes them).
+pub(crate) fn envoy_check_headers(uri: &str, headers: &[(&str, String)]) -> CheckRequest {
+    let mut request = envoy_check(uri, &[]);
+    if let Some(http) = request
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        http.headers = headers
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.clone()))
+            .collect();
+    }
+    request
+}
