@@ -11,6 +11,7 @@ use http::StatusCode;
 use http::header::CONTENT_TYPE;
 
 use crate::decision::Decider;
+use crate::live::Live;
 use crate::telemetry;
 
 /// Process-wide state the admin endpoints report.
@@ -46,18 +47,18 @@ impl Health {
 
 #[derive(Debug, Clone)]
 struct AdminState {
-    decider: Arc<Decider>,
+    live: Arc<Live>,
     health: Arc<Health>,
 }
 
 /// The router of the admin port.
-pub fn router(decider: Arc<Decider>, health: Arc<Health>) -> Router {
+pub fn router(live: Arc<Live>, health: Arc<Health>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/version", get(version))
-        .with_state(AdminState { decider, health })
+        .with_state(AdminState { live, health })
 }
 
 /// Whether the service is ready, with one line per issuer saying why or why not.
@@ -79,7 +80,7 @@ pub fn readiness(decider: &Decider, health: &Health) -> (bool, String) {
 }
 
 async fn readyz(State(s): State<AdminState>) -> Response {
-    let (ready, text) = readiness(&s.decider, &s.health);
+    let (ready, text) = readiness(&s.live.get(), &s.health);
     let status = if ready {
         StatusCode::OK
     } else {
@@ -89,9 +90,10 @@ async fn readyz(State(s): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {
-    let (ready, _) = readiness(&s.decider, &s.health);
-    telemetry::record_health(ready, s.decider.key_health());
-    if let Some((entries, bytes)) = s.decider.verified_cache_size() {
+    let decider = s.live.get();
+    let (ready, _) = readiness(&decider, &s.health);
+    telemetry::record_health(ready, decider.key_health());
+    if let Some((entries, bytes)) = decider.verified_cache_size() {
         telemetry::record_verified_cache_size(entries, bytes);
     }
     let body = telemetry::metrics_handle().render();

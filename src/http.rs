@@ -19,19 +19,20 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use crate::cert::ClientCert;
 use crate::decision::{CheckRequest, Decider, Decision, Frontend, could_pose_as_owned};
 use crate::deny;
+use crate::live::Live;
 use crate::server::PeerAddr;
 use crate::token::split_joined_credentials;
 
 /// The router of the forward-auth port.
-pub fn router(decider: Arc<Decider>) -> Router {
-    let prefix = decider.config().http.envoy_prefix.clone();
+pub fn router(live: Arc<Live>) -> Router {
+    let prefix = live.get().config().http.envoy_prefix.clone();
     Router::new()
         .route("/auth", any(forward_auth))
         .route("/auth/nginx", any(nginx))
         .route(&prefix, any(envoy))
         .route(&format!("{prefix}/"), any(envoy))
         .route(&format!("{prefix}/{{*rest}}"), any(envoy))
-        .with_state(decider)
+        .with_state(live)
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -99,7 +100,9 @@ fn check_request(frontend: Frontend, req: &Request, decider: &Decider) -> CheckR
     }
 }
 
-async fn forward_auth(State(decider): State<Arc<Decider>>, req: Request) -> Response {
+async fn forward_auth(State(live): State<Arc<Live>>, req: Request) -> Response {
+    // This check runs on the config it starts with, whatever a reload does meanwhile.
+    let decider = live.get();
     let h = req.headers();
     let uri = original_uri(h, "x-forwarded-uri");
     let check = CheckRequest {
@@ -112,7 +115,9 @@ async fn forward_auth(State(decider): State<Arc<Decider>>, req: Request) -> Resp
     respond(&decider, &check).await
 }
 
-async fn nginx(State(decider): State<Arc<Decider>>, req: Request) -> Response {
+async fn nginx(State(live): State<Arc<Live>>, req: Request) -> Response {
+    // This check runs on the config it starts with, whatever a reload does meanwhile.
+    let decider = live.get();
     let h = req.headers();
     let uri = original_uri(h, "x-original-uri");
     let check = CheckRequest {
@@ -128,7 +133,9 @@ async fn nginx(State(decider): State<Arc<Decider>>, req: Request) -> Response {
     respond(&decider, &check).await
 }
 
-async fn envoy(State(decider): State<Arc<Decider>>, req: Request) -> Response {
+async fn envoy(State(live): State<Arc<Live>>, req: Request) -> Response {
+    // This check runs on the config it starts with, whatever a reload does meanwhile.
+    let decider = live.get();
     let prefix = decider.config().http.envoy_prefix.as_str();
     let uri = req.uri();
     let path = uri.path().strip_prefix(prefix).unwrap_or("");

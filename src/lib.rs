@@ -28,6 +28,7 @@ pub mod fuzzing;
 pub mod grpc;
 pub mod http;
 pub mod keys;
+pub mod live;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
@@ -42,11 +43,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin::Health;
-use crate::config::{Config, KeySourceConfig};
+use crate::config::Config;
 use crate::decision::{Decider, SystemClock, TrustedIssuer};
-use crate::keys::file::{KeyFileError, load_jwks_file, load_pem_file};
-use crate::keys::remote::{RemoteKeys, http_client};
-use crate::keys::{KeySource, StaticKeys};
+use crate::keys::file::KeyFileError;
+pub use crate::live::{ConfigSource, KeyRegistry, Live};
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -109,30 +109,13 @@ pub fn key_sources(
     config: &Config,
     stop: &watch::Receiver<bool>,
 ) -> Result<Vec<TrustedIssuer>, RunError> {
-    let client = http_client(&config.keys).map_err(RunError::Client)?;
-    let mut issuers = Vec::with_capacity(config.issuers.len());
-    for issuer in &config.issuers {
-        let keys: Arc<dyn KeySource> = match &issuer.source {
-            KeySourceConfig::Discovery | KeySourceConfig::JwksUri(_) => {
-                Arc::new(RemoteKeys::start(
-                    issuer.clone(),
-                    config.keys.clone(),
-                    client.clone(),
-                    stop.clone(),
-                ))
-            }
-            KeySourceConfig::JwksFile(path) => {
-                Arc::new(StaticKeys::new(load_jwks_file(path, config.keys.max_keys)?))
-            }
-            KeySourceConfig::PemFile { path, alg, kid } => {
-                Arc::new(StaticKeys::new(load_pem_file(path, *alg, kid.clone())?))
-            }
-        };
-        issuers.push(TrustedIssuer {
-            config: issuer.clone(),
-            keys,
-        });
-    }
+    let mut registry = KeyRegistry::new(&config.keys)?;
+    let issuers = registry.sources(config)?;
+    let mut stop = stop.clone();
+    tokio::spawn(async move {
+        shutdown::until_true(&mut stop).await;
+        drop(registry);
+    });
     Ok(issuers)
 }
 
@@ -143,15 +126,46 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
+    run_with_reload(config, listeners, shutdown, None).await
+}
+
+/// [`run`], and with a config source, live reload on SIGHUP and file changes (see [`live`]).
+pub async fn run_with_reload(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+    source: Option<ConfigSource>,
+) -> Result<(), RunError> {
     let handle = telemetry::metrics_handle();
     let config = Arc::new(config);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let issuers = key_sources(&config, &stop_rx)?;
-    let decider = Arc::new(Decider::new(
+    let mut registry = KeyRegistry::new(&config.keys)?;
+    let issuers = registry.sources(&config)?;
+    let decider = Arc::new(Live::new(Decider::new(
         Arc::clone(&config),
         issuers,
         Arc::new(SystemClock),
-    ));
+    )));
+    telemetry::record_config_loaded();
+    let reloader = match source {
+        Some(source) => {
+            tracing::info!(file = %source.path.display(), "reloading on SIGHUP and file changes");
+            Some(tokio::spawn(live::watch(
+                source,
+                Arc::clone(&decider),
+                registry,
+                stop_rx.clone(),
+            )))
+        }
+        None => {
+            // The key sets stop with the service.
+            let mut stop = stop_rx.clone();
+            Some(tokio::spawn(async move {
+                shutdown::until_true(&mut stop).await;
+                drop(registry);
+            }))
+        }
+    };
     let health = Arc::new(Health::default());
 
     let upkeep = {
@@ -221,6 +235,9 @@ pub async fn run(
     let _ = admin_server.await;
     let _ = stop_tx.send(true);
     let _ = upkeep.await;
+    if let Some(reloader) = reloader {
+        let _ = reloader.await;
+    }
     tracing::info!("authgate stopped");
     Ok(())
 }

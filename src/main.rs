@@ -150,10 +150,23 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return config_error(&e),
             };
+            // With a file, reload it (with the same environment and flags) on SIGHUP or change.
+            let path = args
+                .config
+                .clone()
+                .or_else(|| std::env::var_os("AUTHGATE_CONFIG").map(PathBuf::from));
+            let source = path.map(|path| {
+                let flags = args.overrides();
+                let file = path.clone();
+                authgate::ConfigSource {
+                    path,
+                    load: Box::new(move || load(Some(&file), &flags)),
+                }
+            });
             runtime_main(async move {
                 telemetry::init_tracing(config.log.format, &config.log.level);
                 let listeners = Listeners::bind(&config).await?;
-                authgate::run(config, listeners, shutdown::signal()).await
+                authgate::run_with_reload(config, listeners, shutdown::signal(), source).await
             })
         }
         Command::Demo(args) => runtime_main(demo(args)),

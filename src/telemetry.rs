@@ -43,6 +43,10 @@ pub const PASSWORD_GRANT_CACHE: &str = "authgate_password_grant_cache_lookups_to
 /// Tokens on anonymous routes that did not verify (the request was allowed without identity),
 /// by `reason`.
 pub const ANONYMOUS_INVALID_TOKENS: &str = "authgate_anonymous_invalid_tokens_total";
+/// Config reloads by `result` (success, failure).
+pub const CONFIG_RELOADS: &str = "authgate_config_reloads_total";
+/// When the running config was last loaded (start or reload), seconds since the epoch.
+pub const CONFIG_LAST_RELOAD: &str = "authgate_config_last_reload_success_timestamp_seconds";
 /// Checks shed by the concurrency limit, by `frontend`.
 pub const SHED: &str = "authgate_checks_shed_total";
 /// Open client connections, by `listener` (http, grpc, admin).
@@ -133,6 +137,15 @@ fn describe() {
     describe_counter!(
         ANONYMOUS_INVALID_TOKENS,
         "Tokens on anonymous routes that did not verify (allowed without identity), by reason"
+    );
+    describe_counter!(
+        CONFIG_RELOADS,
+        "Config reloads by result (success, failure)"
+    );
+    describe_gauge!(
+        CONFIG_LAST_RELOAD,
+        Unit::Seconds,
+        "When the running config was loaded (start or last successful reload)"
     );
     describe_counter!(SHED, "Checks shed by the concurrency limit");
     describe_gauge!(
@@ -228,6 +241,23 @@ pub fn record_verified_cache(hit: bool) {
         VERIFIED_MISSES.get(|| metrics::counter!(VERIFIED_CACHE, "result" => "miss"))
     };
     counter.increment(1);
+}
+
+/// The running config was loaded now (at start or by a reload).
+pub fn record_config_loaded() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    metrics::gauge!(CONFIG_LAST_RELOAD).set(now);
+}
+
+/// One reload and whether it was taken.
+pub fn record_config_reload(success: bool) {
+    let result = if success { "success" } else { "failure" };
+    metrics::counter!(CONFIG_RELOADS, "result" => result).increment(1);
+    if success {
+        record_config_loaded();
+    }
 }
 
 /// A token on an anonymous route that did not verify, and why.

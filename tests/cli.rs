@@ -806,3 +806,61 @@ async fn demo_serves_what_its_printed_curl_lines_promise_and_stops_on_sigterm() 
     let stderr = process.stderr();
     assert!(!stderr.contains(&token), "the token was logged:\n{stderr}");
 }
+
+#[tokio::test]
+async fn serve_reloads_its_config_file_on_sighup_at_once() {
+    let scratch = Scratch::new("serve-sighup");
+    let [http, grpc, admin, closed] = free_ports::<4>();
+    let config = |action: &str| {
+        format!(
+            "listen: {{http: \"127.0.0.1:{http}\", grpc: \"127.0.0.1:{grpc}\", admin: \"127.0.0.1:{admin}\"}}\n\
+             issuers: [{{issuer: \"http://127.0.0.1:{closed}\"}}]\naudiences: [api]\n\
+             shutdown: {{grace: 0s}}\nroutes: [{{path_prefix: /open, action: {action}}}]\n"
+        )
+    };
+    let file = scratch.file("config.yaml", &config("anonymous"));
+    let mut process = Running::start(
+        authgate(&["serve", "--config", file.to_str().unwrap()]),
+        &scratch,
+        "serve",
+    );
+    let admin_addr = format!("127.0.0.1:{admin}");
+    wait_for_status(
+        &mut process,
+        &format!("http://{admin_addr}/healthz"),
+        reqwest::StatusCode::OK,
+    )
+    .await;
+    let client = client();
+    let open = || {
+        client
+            .get(format!("http://127.0.0.1:{http}/auth"))
+            .header("x-forwarded-uri", "/open")
+            .send()
+    };
+    assert_eq!(open().await.unwrap().status(), reqwest::StatusCode::OK);
+
+    std::fs::write(&file, config("deny")).unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &process.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    // Polling needs two looks a second apart: only the signal applies it this soon.
+    let started = std::time::Instant::now();
+    let mut denied = false;
+    while started.elapsed() < Duration::from_millis(700) {
+        if open().await.unwrap().status() == reqwest::StatusCode::FORBIDDEN {
+            denied = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(denied, "SIGHUP applied the new rule");
+    process.assert_alive();
+    assert!(
+        process.stderr().contains("config reloaded"),
+        "{}",
+        process.stderr()
+    );
+}

@@ -371,7 +371,7 @@ pub struct Route {
 }
 
 /// Key cache and fetch bounds.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyCacheConfig {
     /// Lower clamp for max-age.
     pub min_ttl: Duration,

@@ -15,10 +15,9 @@ use tonic::{Request, Response, Status};
 
 use super::{MAX_MESSAGE_BYTES, check_response};
 use crate::cert::ClientCert;
-use crate::decision::{
-    Allow, CheckRequest, Decider, Decision, Deny, Frontend, could_pose_as_owned,
-};
+use crate::decision::{Allow, CheckRequest, Decision, Deny, Frontend, could_pose_as_owned};
 use crate::deny;
+use crate::live::Live;
 use crate::server::PeerAddr;
 use crate::token::split_joined_credentials;
 
@@ -29,17 +28,19 @@ use crate::token::split_joined_credentials;
 /// allow.
 #[derive(Debug, Clone)]
 pub struct ExtAuthzServer {
-    decider: Arc<Decider>,
+    live: Arc<Live>,
 }
 
 impl ExtAuthzServer {
     /// The server for this decider.
-    pub fn new(decider: Arc<Decider>) -> Self {
-        Self { decider }
+    pub fn new(live: Arc<Live>) -> Self {
+        Self { live }
     }
 
     async fn check(&self, request: Request<EnvoyCheckRequest>) -> Reply {
-        let config = self.decider.config();
+        // This check runs on the config it starts with, whatever a reload does meanwhile.
+        let decider = self.live.get();
+        let config = decider.config();
         let check = CheckRequest {
             // Trust is a property of the connection (the proxy), not of the addresses inside
             // the message, which the message's author chose.
@@ -47,10 +48,10 @@ impl ExtAuthzServer {
             ..to_check_request(
                 request.get_ref(),
                 config.limits.max_header_bytes,
-                self.decider.token_source_headers(),
+                decider.token_source_headers(),
             )
         };
-        match self.decider.decide(&check).await {
+        match decider.decide(&check).await {
             Decision::Allow(allow) => Reply::Allow(allow),
             Decision::Deny(deny) => Reply::Message(deny_response(&deny, &config.http.realm)),
         }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::admin::{Health, readiness};
-use crate::decision::Decider;
+use crate::live::Live;
 use crate::server::{self, Port, Stop};
 use crate::shutdown::until_true;
 
@@ -54,7 +54,7 @@ const HEALTH_NAMES: [&str; 3] = [
 
 /// Serves the gRPC port until `stop.close` turns true, then drains for at most
 /// `stop.drain_timeout`. Health turns NOT_SERVING as soon as shutdown begins.
-pub async fn serve(listener: TcpListener, decider: Arc<Decider>, health: Arc<Health>, stop: Stop) {
+pub async fn serve(listener: TcpListener, decider: Arc<Live>, health: Arc<Health>, stop: Stop) {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     // tonic-health starts "" as SERVING; until the checker task has looked, a probe arriving
     // at start-up must not see SERVING without a key set.
@@ -76,7 +76,7 @@ pub async fn serve(listener: TcpListener, decider: Arc<Decider>, health: Arc<Hea
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(pb::ENVOY_FILE_DESCRIPTOR_SET)
     };
-    let limits = decider.config().limits.clone();
+    let limits = decider.get().config().limits.clone();
     let tokens =
         pb::token_service_server::TokenServiceServer::new(Tokens::new(Arc::clone(&decider)))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -111,7 +111,7 @@ pub async fn serve(listener: TcpListener, decider: Arc<Decider>, health: Arc<Hea
 /// pushed, so NOT_SERVING goes out the moment it begins.
 async fn report_health(
     reporter: tonic_health::server::HealthReporter,
-    decider: Arc<Decider>,
+    decider: Arc<Live>,
     health: Arc<Health>,
     stop: Stop,
 ) {
@@ -123,7 +123,7 @@ async fn report_health(
     let mut last = None;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
-        let (ready, _) = readiness(&decider, &health);
+        let (ready, _) = readiness(&decider.get(), &health);
         if last != Some(ready) {
             let status = if ready {
                 tonic_health::ServingStatus::Serving

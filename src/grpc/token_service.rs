@@ -13,20 +13,21 @@ use super::pb::token_service_server::TokenService;
 use super::pb::{VerifyRequest, VerifyResponse};
 use crate::cert::ClientCert;
 use crate::config::Requirement;
-use crate::decision::{Decider, Decision, DenyReason};
+use crate::decision::{Decision, DenyReason};
 use crate::deny;
+use crate::live::Live;
 use crate::verify::parse_compact;
 
 /// The `TokenService` implementation.
 #[derive(Debug, Clone)]
 pub struct Tokens {
-    decider: Arc<Decider>,
+    live: Arc<Live>,
 }
 
 impl Tokens {
     /// The service for this decider.
-    pub fn new(decider: Arc<Decider>) -> Self {
-        Self { decider }
+    pub fn new(live: Arc<Live>) -> Self {
+        Self { live }
     }
 }
 
@@ -69,7 +70,8 @@ impl TokenService for Tokens {
             .filter(|c| !c.is_empty())
             .map(ClientCert::Encoded);
         let response = match self
-            .decider
+            .live
+            .get()
             .verify_token(&req.token, &requirement, client_cert)
             .await
         {

@@ -34,6 +34,29 @@ impl App {
     }
 
     pub(crate) async fn start_raw(raw: RawConfig) -> App {
+        Self::start_with(raw, None).await
+    }
+
+    /// Starts authgate on the config in `path`, reloading it on change (as `serve --config`
+    /// does); listen addresses are the test's own, as with [`App::start`].
+    pub(crate) async fn start_file(path: &std::path::Path) -> App {
+        let load_path = path.to_owned();
+        let load = move || {
+            let mut raw = authgate::config::read_file(&load_path)?;
+            raw.shutdown.grace.get_or_insert_with(|| "0s".to_owned());
+            raw.validate()
+        };
+        let raw = authgate::config::read_file(path).expect("test config file");
+        let source = authgate::ConfigSource {
+            path: path.to_owned(),
+            load: Box::new(load),
+        };
+        let mut raw = raw;
+        raw.shutdown.grace.get_or_insert_with(|| "0s".to_owned());
+        Self::start_with(raw, Some(source)).await
+    }
+
+    async fn start_with(raw: RawConfig, source: Option<authgate::ConfigSource>) -> App {
         let config = raw
             .validate()
             .unwrap_or_else(|e| panic!("test config invalid: {e}"));
@@ -43,12 +66,13 @@ impl App {
         let (http_addr, admin_addr) = (http.local_addr().unwrap(), admin.local_addr().unwrap());
         let grpc_addr = grpc.local_addr().unwrap();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(authgate::run(
+        let task = tokio::spawn(authgate::run_with_reload(
             config,
             Listeners { http, grpc, admin },
             async move {
                 let _ = stop_rx.await;
             },
+            source,
         ));
         App {
             http: http_addr,
@@ -147,14 +171,15 @@ impl App {
 
     /// The `/metrics` text.
     pub(crate) async fn metrics(&self) -> String {
-        self.client
-            .get(self.admin_url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics body")
+        // Once more on a transport error: a pooled keep-alive connection may have just been
+        // closed by the server's idle timeout as the request went out (a scrape every few
+        // seconds, as Prometheus does, meets the same race and retries too).
+        let send = || self.client.get(self.admin_url("/metrics")).send();
+        let response = match send().await {
+            Ok(response) => response,
+            Err(_) => send().await.expect("metrics"),
+        };
+        response.text().await.expect("metrics body")
     }
 
     /// Triggers shutdown and waits for `run` to return.
