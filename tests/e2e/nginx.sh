@@ -210,6 +210,44 @@ ngx_expect_cert_header_not_believed() {
         expect_match WWW-Authenticate 'error="invalid_token"' "$(resp_header www-authenticate)"
 }
 
+# ngx_expect_reload_under_load TOKEN: authgate main reloads its file (a new deny rule for
+# /reload-check) while a load of valid requests goes through nginx: the rule applies within
+# seconds and not one of the requests fails. The file is put back afterwards.
+ngx_expect_reload_under_load() {
+    local token=$1 file="$E2E_TMP/authgate-main.yaml" results="$E2E_TMP/reload-load.txt" i
+    local started applied failed total
+    : >"$results"
+    (
+        for ((i = 0; i < 400; i++)); do
+            curl -s -o /dev/null -w '%{http_code}\n' --max-time 5 \
+                -H "Authorization: Bearer $token" "http://127.0.0.1:$NGX_MAIN/api/items" >>"$results"
+        done
+    ) &
+    local loader=$!
+    cp "$file" "$file.orig"
+    started=$(date +%s%N)
+    # Written as editors do: a new file renamed into place.
+    sed '/^routes:$/a\  - {path_prefix: /reload-check, action: deny}' "$file.orig" >"$file.new"
+    mv "$file.new" "$file"
+    applied=""
+    for ((i = 0; i < 100; i++)); do
+        request "http://127.0.0.1:$NGX_MAIN/reload-check" -H "Authorization: Bearer $token"
+        if [[ $RESP_STATUS == 403 ]]; then
+            applied=$(( ($(date +%s%N) - started) / 1000000 ))
+            break
+        fi
+        sleep 0.05
+    done
+    wait "$loader"
+    mv "$file.orig" "$file"
+    [[ -n $applied ]] || { echo "the new rule never applied"; return 1; }
+    printf '%s\n' "$applied" >"$E2E_TMP/reload-applied-ms"
+    total=$(wc -l <"$results")
+    failed=$(grep -vc '^200$' "$results")
+    expect_eq "requests during the reload" 400 "$total" &&
+        expect_eq "failed requests during the reload" 0 "$failed"
+}
+
 # --- run ---------------------------------------------------------------------------------------
 ngx_ok=1
 
@@ -291,6 +329,11 @@ if ((ngx_ok)); then
         expect_bound_token "https://127.0.0.1:$NGX_KONG_TLS/api/items" --cacert "$PKI/ca.pem"
     check "nginx: a client-sent X-Forwarded-Tls-Client-Cert on plain HTTP is not believed" \
         ngx_expect_cert_header_not_believed
+
+    check "nginx: authgate reloads its config under load (a new rule applies, no request fails)" \
+        ngx_expect_reload_under_load "$ngx_token"
+    [[ -s $E2E_TMP/reload-applied-ms ]] &&
+        log "nginx: the reload applied $(<"$E2E_TMP/reload-applied-ms") ms after the file was written"
 
     # Not through check: the IdP restart must happen in this shell (its PID is tracked here).
     ngx_before_rotation=$ngx_token
