@@ -99,11 +99,11 @@ fuzz_target!(|data: &[u8]| {
             keys: Arc::new(StaticKeys::new(KeySet::default())),
         })
         .collect();
-    let decider = Arc::new(Decider::new(
+    let decider = Arc::new(authgate::Live::new(Decider::new(
         Arc::clone(&config),
         issuers,
         Arc::new(FixedClock::at(0)),
-    ));
+    )));
     let _http = authgate::http::router(Arc::clone(&decider));
     let _admin = authgate::admin::router(decider, Arc::new(Health::default()));
 });
