@@ -241,20 +241,30 @@ fn header_values<'a>(
         .map(|(_, v)| v.as_slice())
 }
 
-/// The `name=value` pairs of a `Cookie` header (RFC 6265 §4.2.1), names and values trimmed of
-/// spaces, a value's surrounding double quotes removed; pairs without `=` skipped.
+/// The pairs of a `Cookie` header (RFC 6265 §4.2.1), trimmed of spaces, empty ones skipped.
+fn cookie_items(header: &[u8]) -> impl Iterator<Item = &[u8]> {
+    header
+        .split(|&b| b == b';')
+        .map(<[u8]>::trim_ascii)
+        .filter(|item| !item.is_empty())
+}
+
+/// A cookie pair's name and value, trimmed of spaces, a value's surrounding double quotes
+/// removed; `None` without `=` or for a name that is not UTF-8.
+fn cookie_pair(item: &[u8]) -> Option<(&str, &[u8])> {
+    let eq = item.iter().position(|&b| b == b'=')?;
+    let name = std::str::from_utf8(item[..eq].trim_ascii()).ok()?;
+    let value = item[eq + 1..].trim_ascii();
+    let value = value
+        .strip_prefix(b"\"")
+        .and_then(|v| v.strip_suffix(b"\""))
+        .unwrap_or(value);
+    Some((name, value))
+}
+
+/// The `name=value` pairs of a `Cookie` header; pairs without `=` skipped.
 fn cookie_pairs(header: &[u8]) -> impl Iterator<Item = (&str, &[u8])> {
-    header.split(|&b| b == b';').filter_map(|pair| {
-        let pair = pair.trim_ascii();
-        let eq = pair.iter().position(|&b| b == b'=')?;
-        let name = std::str::from_utf8(pair[..eq].trim_ascii()).ok()?;
-        let value = pair[eq + 1..].trim_ascii();
-        let value = value
-            .strip_prefix(b"\"")
-            .and_then(|v| v.strip_suffix(b"\""))
-            .unwrap_or(value);
-        Some((name, value))
-    })
+    cookie_items(header).filter_map(cookie_pair)
 }
 
 /// A token from a cookie or a header of its own: non-empty visible ASCII, else a malformed or
@@ -271,22 +281,13 @@ fn token_text(value: &[u8]) -> Result<&str, DenyReason> {
 
 /// The request's cookies without the one named `name`, as one `Cookie` value (`a=1; b=2`).
 pub fn cookies_without(token_headers: &[(http::HeaderName, Vec<u8>)], name: &str) -> String {
-    let mut rest: Vec<String> = Vec::new();
-    for (_, value) in token_headers
+    let rest: Vec<String> = token_headers
         .iter()
         .filter(|(n, _)| n == http::header::COOKIE)
-    {
-        for pair in value.split(|&b| b == b';') {
-            let pair = pair.trim_ascii();
-            let own = pair
-                .iter()
-                .position(|&b| b == b'=')
-                .is_some_and(|eq| pair[..eq].trim_ascii() == name.as_bytes());
-            if !pair.is_empty() && !own {
-                rest.push(String::from_utf8_lossy(pair).into_owned());
-            }
-        }
-    }
+        .flat_map(|(_, value)| cookie_items(value))
+        .filter(|item| cookie_pair(item).is_none_or(|(n, _)| n != name))
+        .map(|item| String::from_utf8_lossy(item).into_owned())
+        .collect();
     rest.join("; ")
 }
 

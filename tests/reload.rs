@@ -97,6 +97,8 @@ async fn a_changed_file_applies_and_an_invalid_one_keeps_the_running_config() {
         .await,
         "the stricter rule applies"
     );
+    // A new key source would start its first fetch at once: give it the time to arrive.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let after = app.metrics().await;
     assert!(reloads(&after, "success") >= reloads(&before, "success") + 1.0);
     let stamp = metric(

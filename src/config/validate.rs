@@ -641,26 +641,35 @@ fn claim_headers(
         }
         Some(list) => claim_header_mapping(list, "claim_headers", &mut table, p),
     };
-    let issuers = raw
+    // Each issuer's and route's own list, by position.
+    let mut own = |lists: Vec<(String, Option<&Vec<RawClaimHeader>>)>| -> Vec<Option<u64>> {
+        lists
+            .into_iter()
+            .map(|(field, list)| list.map(|l| claim_header_mapping(l, &field, &mut table, p)))
+            .collect()
+    };
+    let issuers = own(raw
         .issuers
         .iter()
         .enumerate()
-        .map(|(i, issuer)| {
-            issuer.claim_headers.as_ref().map(|list| {
-                claim_header_mapping(list, &format!("issuers[{i}].claim_headers"), &mut table, p)
-            })
+        .map(|(i, x)| {
+            (
+                format!("issuers[{i}].claim_headers"),
+                x.claim_headers.as_ref(),
+            )
         })
-        .collect();
-    let routes = raw
+        .collect());
+    let routes = own(raw
         .routes
         .iter()
         .enumerate()
-        .map(|(i, route)| {
-            route.claim_headers.as_ref().map(|list| {
-                claim_header_mapping(list, &format!("routes[{i}].claim_headers"), &mut table, p)
-            })
+        .map(|(i, x)| {
+            (
+                format!("routes[{i}].claim_headers"),
+                x.claim_headers.as_ref(),
+            )
         })
-        .collect();
+        .collect());
     if table.len() > MAX_CLAIM_HEADERS {
         p.add(
             "claim_headers",
