@@ -38,10 +38,11 @@ impl ClientCert {
                 if hex.len() != 64 {
                     return None;
                 }
+                // Digit by digit: `u8::from_str_radix` would take a pair like "+d".
+                let digit = |b: u8| char::from(b).to_digit(16).map(|d| d as u8);
                 let mut out = [0u8; 32];
                 for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-                    let pair = std::str::from_utf8(pair).ok()?;
-                    *byte = u8::from_str_radix(pair, 16).ok()?;
+                    *byte = (digit(pair[0])? << 4) | digit(pair[1])?;
                 }
                 Some(out)
             }
@@ -214,6 +215,10 @@ mod tests {
         }
         assert_eq!(ClientCert::Sha256Hex("zz".repeat(32)).thumbprint(), None);
         assert_eq!(ClientCert::Sha256Hex("ab".to_owned()).thumbprint(), None);
+        // Found by the `credentials` fuzz target: a sign inside a pair is not a hex digit.
+        let signed = format!("{}+d{}", "ab".repeat(20), "cd".repeat(11));
+        assert_eq!(signed.len(), 64);
+        assert_eq!(ClientCert::Sha256Hex(signed).thumbprint(), None);
         let huge = "A".repeat(MAX_CERT_BYTES + 1);
         assert_eq!(ClientCert::Encoded(huge).thumbprint(), None);
     }
