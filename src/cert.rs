@@ -39,7 +39,11 @@ impl ClientCert {
                     return None;
                 }
                 // Digit by digit: `u8::from_str_radix` would take a pair like "+d".
-                let digit = |b: u8| char::from(b).to_digit(16).map(|d| d as u8);
+                let digit = |b: u8| {
+                    char::from(b)
+                        .to_digit(16)
+                        .and_then(|d| u8::try_from(d).ok())
+                };
                 let mut out = [0u8; 32];
                 for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
                     *byte = (digit(pair[0])? << 4) | digit(pair[1])?;

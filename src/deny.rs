@@ -7,7 +7,51 @@
 use http::StatusCode;
 use tonic::Code;
 
+use crate::config::{Config, DpopMode};
 use crate::decision::{Deny, DenyKind, Frontend};
+
+/// What the challenges of one config say besides the error: worked out once per config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenges {
+    /// The realm of every challenge.
+    pub realm: String,
+    /// Whether `Bearer` is offered (not when every issuer requires DPoP).
+    pub bearer: bool,
+    /// The `algs` of the `DPoP` challenge (RFC 9449 §7.1), where an issuer accepts DPoP.
+    pub dpop_algs: Option<String>,
+    /// The RFC 9728 metadata URL, named as `resource_metadata` in each challenge.
+    pub resource_metadata: Option<String>,
+}
+
+impl Challenges {
+    /// The challenges of `config`.
+    pub fn new(config: &Config) -> Self {
+        Self {
+            realm: config.http.realm.clone(),
+            bearer: config.issuers.iter().any(|i| i.dpop != DpopMode::Required),
+            dpop_algs: config.dpop_accepted().then(|| {
+                let algs: Vec<&str> = config
+                    .dpop_proofs
+                    .algorithms
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect();
+                algs.join(" ")
+            }),
+            resource_metadata: config.resource_metadata.as_ref().map(|m| m.url.clone()),
+        }
+    }
+
+    /// Bearer challenges only, in `realm`.
+    pub fn bearer(realm: &str) -> Self {
+        Self {
+            realm: realm.to_owned(),
+            bearer: true,
+            dpop_algs: None,
+            resource_metadata: None,
+        }
+    }
+}
 
 /// The answer to a denial on one frontend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +92,9 @@ fn profile(frontend: Frontend) -> Profile {
 
 fn status(kind: DenyKind, profile: Profile) -> StatusCode {
     match (kind, profile) {
-        (DenyKind::Unauthenticated | DenyKind::InvalidToken, _) => StatusCode::UNAUTHORIZED,
+        (DenyKind::Unauthenticated | DenyKind::InvalidToken | DenyKind::InvalidDpopProof, _) => {
+            StatusCode::UNAUTHORIZED
+        }
         (DenyKind::InsufficientScope | DenyKind::Forbidden, _) => StatusCode::FORBIDDEN,
         (DenyKind::InvalidRequest, Profile::Plain | Profile::NoServerErrors) => {
             StatusCode::BAD_REQUEST
@@ -87,6 +133,12 @@ fn row(kind: DenyKind) -> KindRow {
             error: Some(("invalid_token", "the access token is invalid")),
             challenge: true,
             body: "invalid token",
+        },
+        DenyKind::InvalidDpopProof => KindRow {
+            grpc_code: Code::Unauthenticated,
+            error: Some(("invalid_dpop_proof", "the DPoP proof is invalid")),
+            challenge: true,
+            body: "invalid DPoP proof",
         },
         DenyKind::InvalidRequest => KindRow {
             grpc_code: Code::InvalidArgument,
@@ -129,28 +181,45 @@ pub fn verify_error(kind: DenyKind) -> &'static str {
     }
 }
 
-/// The answer to `deny` on `frontend`, with `realm` in the challenge.
-pub fn answer(deny: &Deny, frontend: Frontend, realm: &str) -> DenyAnswer {
+/// The answer to `deny` on `frontend`, with `challenges`' realm, schemes and metadata URL.
+pub fn answer(deny: &Deny, frontend: Frontend, challenges: &Challenges) -> DenyAnswer {
     let row = row(deny.kind());
     let status = status(deny.kind(), profile(frontend));
     // A 401 must carry a challenge (RFC 9110 §15.5.2), whatever the kind that led to it.
     let challenge = (row.challenge || status == StatusCode::UNAUTHORIZED).then(|| {
-        let mut value = if deny.basic_challenge && status == StatusCode::UNAUTHORIZED {
-            // RFC 9110 §11.6.1: several challenges in one field, comma-separated (one field,
-            // because nginx's auth_request_set copies only the first).
-            format!("Basic realm=\"{realm}\", charset=\"UTF-8\", Bearer realm=\"{realm}\"")
-        } else {
-            format!("Bearer realm=\"{realm}\"")
-        };
-        if let Some((error, description)) = row.error {
-            value.push_str(&format!(
-                ", error=\"{error}\", error_description=\"{description}\""
-            ));
+        let realm = challenges.realm.as_str();
+        // RFC 9110 §11.6.1: several challenges in one field, comma-separated (one field,
+        // because nginx's auth_request_set copies only the first).
+        let mut schemes: Vec<String> = Vec::new();
+        if deny.basic_challenge && status == StatusCode::UNAUTHORIZED {
+            schemes.push(format!("Basic realm=\"{realm}\", charset=\"UTF-8\""));
+        }
+        let mut common = format!("realm=\"{realm}\"");
+        if let Some(url) = &challenges.resource_metadata {
+            common.push_str(&format!(", resource_metadata=\"{url}\""));
+        }
+        let mut error = String::new();
+        if let Some((code, description)) = row.error {
+            error = format!(", error=\"{code}\", error_description=\"{description}\"");
             if let Some(scope) = &deny.scope {
-                value.push_str(&format!(", scope=\"{scope}\""));
+                error.push_str(&format!(", scope=\"{scope}\""));
             }
         }
-        value
+        // The error goes on the scheme the request used: DPoP for a proof's fault or a token
+        // presented with it, Bearer otherwise.
+        let error_on_dpop = challenges.dpop_algs.is_some()
+            && (deny.kind() == DenyKind::InvalidDpopProof
+                || deny.dpop_scheme
+                || !challenges.bearer);
+        if challenges.bearer || challenges.dpop_algs.is_none() {
+            let error = if error_on_dpop { "" } else { error.as_str() };
+            schemes.push(format!("Bearer {common}{error}"));
+        }
+        if let Some(algs) = &challenges.dpop_algs {
+            let error = if error_on_dpop { error.as_str() } else { "" };
+            schemes.push(format!("DPoP {common}, algs=\"{algs}\"{error}"));
+        }
+        schemes.join(", ")
     });
     DenyAnswer {
         status,
@@ -174,7 +243,9 @@ mod tests {
     }
 
     fn status_of(reason: DenyReason, frontend: Frontend) -> u16 {
-        answer(&deny(reason), frontend, "authgate").status.as_u16()
+        answer(&deny(reason), frontend, &Challenges::bearer("authgate"))
+            .status
+            .as_u16()
     }
 
     #[test]
@@ -210,7 +281,7 @@ mod tests {
             (KeysUnavailable, Code::Unavailable),
         ] {
             assert_eq!(
-                answer(&deny(reason), Frontend::Grpc, "r").grpc_code,
+                answer(&deny(reason), Frontend::Grpc, &Challenges::bearer("r")).grpc_code,
                 code,
                 "{reason}"
             );
@@ -220,7 +291,7 @@ mod tests {
     #[test]
     fn challenges_follow_rfc_6750() {
         use DenyReason::*;
-        let challenge = |r, f| answer(&deny(r), f, "authgate").challenge;
+        let challenge = |r, f| answer(&deny(r), f, &Challenges::bearer("authgate")).challenge;
         assert_eq!(
             challenge(MissingToken, Frontend::ForwardAuth).as_deref(),
             Some(r#"Bearer realm="authgate""#)
@@ -248,7 +319,7 @@ mod tests {
     fn every_401_carries_a_challenge_and_every_unavailable_a_retry_after() {
         for reason in DenyReason::ALL {
             for frontend in Frontend::ALL {
-                let a = answer(&deny(reason), frontend, "authgate");
+                let a = answer(&deny(reason), frontend, &Challenges::bearer("authgate"));
                 if a.status == StatusCode::UNAUTHORIZED {
                     assert!(a.challenge.is_some(), "{reason} on {frontend:?}");
                 }
@@ -260,7 +331,11 @@ mod tests {
                 assert!(a.status.is_client_error() || a.status == 503, "{reason}");
             }
         }
-        let nginx = answer(&deny(DenyReason::KeysUnavailable), Frontend::Nginx, "a");
+        let nginx = answer(
+            &deny(DenyReason::KeysUnavailable),
+            Frontend::Nginx,
+            &Challenges::bearer("a"),
+        );
         assert_eq!(
             (
                 nginx.status.as_u16(),

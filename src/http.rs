@@ -10,7 +10,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
+use axum::routing::{any, get};
 use http::header::{
     AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST, RETRY_AFTER, WWW_AUTHENTICATE,
 };
@@ -32,7 +32,68 @@ pub fn router(live: Arc<Live>) -> Router {
         .route(&prefix, any(envoy))
         .route(&format!("{prefix}/"), any(envoy))
         .route(&format!("{prefix}/{{*rest}}"), any(envoy))
+        .route(RESOURCE_METADATA_PATH, get(resource_metadata))
+        .route(
+            &format!("{RESOURCE_METADATA_PATH}/{{*rest}}"),
+            get(resource_metadata),
+        )
         .with_state(live)
+}
+
+/// Where RFC 9728 §3 puts protected-resource metadata.
+pub const RESOURCE_METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+
+/// `GET /.well-known/oauth-protected-resource[/path]`: the RFC 9728 document, where
+/// `resource_metadata` is configured (at the pinned path, and at the path RFC 9728 §3.1 forms
+/// from a resource that has one); 404 otherwise.
+async fn resource_metadata(State(live): State<Arc<Live>>, req: Request) -> Response {
+    let decider = live.get();
+    let config = decider.config();
+    let Some(metadata) = config
+        .resource_metadata
+        .as_ref()
+        .filter(|m| req.uri().path() == RESOURCE_METADATA_PATH || req.uri().path() == m.path)
+    else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let mut document = serde_json::Map::new();
+    document.insert("resource".into(), metadata.resource.clone().into());
+    if !metadata.authorization_servers.is_empty() {
+        document.insert(
+            "authorization_servers".into(),
+            metadata.authorization_servers.clone().into(),
+        );
+    }
+    if !metadata.scopes_supported.is_empty() {
+        document.insert(
+            "scopes_supported".into(),
+            metadata.scopes_supported.clone().into(),
+        );
+    }
+    // How a token may be sent: what the top-level token sources read (RFC 9728 §2 knows
+    // header, body and query; cookies and custom headers have no name there).
+    let mut methods = Vec::new();
+    if config.token.header {
+        methods.push("header");
+    }
+    if config.token.query.is_some() {
+        methods.push("query");
+    }
+    document.insert("bearer_methods_supported".into(), methods.into());
+    if let Some(algs) = &decider.challenges().dpop_algs {
+        let algs: Vec<&str> = algs.split(' ').collect();
+        document.insert("dpop_signing_alg_values_supported".into(), algs.into());
+        document.insert(
+            "dpop_bound_access_tokens_required".into(),
+            (!decider.challenges().bearer).into(),
+        );
+    }
+    let mut response = axum::Json(document).into_response();
+    response.headers_mut().insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -51,6 +112,14 @@ fn original_uri(headers: &HeaderMap, name: &str) -> Result<Option<String>, ()> {
         Some(v) if v.is_empty() => Ok(None),
         Some(v) => v.to_str().map(|s| Some(s.to_owned())).map_err(|_| ()),
     }
+}
+
+/// The original request's scheme from `X-Forwarded-Proto` (its last value, the one the nearest
+/// proxy set), lower-case.
+fn forwarded_proto(headers: &HeaderMap) -> Option<String> {
+    let last = headers.get_all("x-forwarded-proto").iter().next_back()?;
+    let proto = last.to_str().ok()?.rsplit(',').next()?.trim();
+    (!proto.is_empty()).then(|| proto.to_ascii_lowercase())
 }
 
 /// The client address the proxy appended last to `X-Forwarded-For`.
@@ -108,6 +177,7 @@ async fn forward_auth(State(live): State<Arc<Live>>, req: Request) -> Response {
     let check = CheckRequest {
         method: header_str(h, "x-forwarded-method").map(str::to_ascii_uppercase),
         host: header_str(h, "x-forwarded-host").map(str::to_owned),
+        scheme: forwarded_proto(h),
         malformed: uri.is_err(),
         path: uri.unwrap_or_default(),
         ..check_request(Frontend::ForwardAuth, &req, &decider)
@@ -122,6 +192,7 @@ async fn nginx(State(live): State<Arc<Live>>, req: Request) -> Response {
     let uri = original_uri(h, "x-original-uri");
     let check = CheckRequest {
         method: header_str(h, "x-original-method").map(str::to_ascii_uppercase),
+        scheme: forwarded_proto(h),
         host: header_str(h, "x-original-host")
             .or_else(|| header_str(h, "x-forwarded-host"))
             .or_else(|| header_str(h, HOST.as_str()))
@@ -149,6 +220,8 @@ async fn envoy(State(live): State<Arc<Live>>, req: Request) -> Response {
         .map(str::to_owned);
     let check = CheckRequest {
         method: Some(req.method().as_str().to_owned()),
+        // Envoy sets x-forwarded-proto on the request it checks (deploy/ passes it on).
+        scheme: forwarded_proto(req.headers()),
         host,
         path: Some(path),
         // The client's headers that Envoy passed on (its `allowed_headers`).
@@ -193,10 +266,7 @@ async fn respond(decider: &Decider, check: &CheckRequest) -> Response {
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             response
         }
-        Decision::Deny(d) => {
-            let realm = decider.config().http.realm.as_str();
-            deny_response(&deny::answer(&d, check.frontend, realm))
-        }
+        Decision::Deny(d) => deny_response(&deny::answer(&d, check.frontend, decider.challenges())),
     }
 }
 

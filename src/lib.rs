@@ -21,12 +21,14 @@ pub mod config;
 pub mod decision;
 pub mod demo;
 pub mod deny;
+pub mod dpop;
 pub mod exchange;
 // Wrappers for the cargo-fuzz targets in fuzz/; not part of the supported API.
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grpc;
 pub mod http;
+pub mod introspect;
 pub mod keys;
 pub mod live;
 pub mod server;

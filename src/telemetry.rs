@@ -40,6 +40,12 @@ pub const PASSWORD_GRANTS: &str = "authgate_password_grant_exchanges_total";
 /// Basic credentials answered from the password-grant cache (or a running exchange), by
 /// `result` (hit, miss).
 pub const PASSWORD_GRANT_CACHE: &str = "authgate_password_grant_cache_lookups_total";
+/// Calls to an introspection endpoint, by `result` (active, inactive, unavailable,
+/// rate_limited).
+pub const INTROSPECTIONS: &str = "authgate_introspection_requests_total";
+/// Tokens answered from remembered introspection results (or a running call), by `result`
+/// (hit, miss).
+pub const INTROSPECTION_CACHE: &str = "authgate_introspection_cache_lookups_total";
 /// Tokens on anonymous routes that did not verify (the request was allowed without identity),
 /// by `reason`.
 pub const ANONYMOUS_INVALID_TOKENS: &str = "authgate_anonymous_invalid_tokens_total";
@@ -133,6 +139,14 @@ fn describe() {
     describe_counter!(
         PASSWORD_GRANT_CACHE,
         "Basic credentials answered from remembered exchanges (hit) or exchanged (miss)"
+    );
+    describe_counter!(
+        INTROSPECTIONS,
+        "Introspection endpoint calls by result (active, inactive, unavailable, rate_limited)"
+    );
+    describe_counter!(
+        INTROSPECTION_CACHE,
+        "Tokens answered from remembered introspection results (hit) or asked about (miss)"
     );
     describe_counter!(
         ANONYMOUS_INVALID_TOKENS,
@@ -274,6 +288,17 @@ pub fn record_password_grant(result: &'static str) {
 pub fn record_password_grant_cache(hit: bool) {
     let result = if hit { "hit" } else { "miss" };
     metrics::counter!(PASSWORD_GRANT_CACHE, "result" => result).increment(1);
+}
+
+/// One introspection call and its `result`. Looked up by label (a call is a network round trip).
+pub fn record_introspection(result: &'static str) {
+    metrics::counter!(INTROSPECTIONS, "result" => result).increment(1);
+}
+
+/// One look into the introspection cache.
+pub fn record_introspection_cache(hit: bool) {
+    let result = if hit { "hit" } else { "miss" };
+    metrics::counter!(INTROSPECTION_CACHE, "result" => result).increment(1);
 }
 
 /// Entries the verified-token cache dropped.

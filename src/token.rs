@@ -22,6 +22,8 @@ pub enum TokenSource {
     Cookie,
     /// The configured header of its own.
     CustomHeader,
+    /// `Authorization: DPoP` (RFC 9449 §7.1): a token that comes with a proof of possession.
+    Dpop,
 }
 
 /// A token and where it came from.
@@ -33,8 +35,9 @@ pub struct FoundToken<'a> {
     pub source: TokenSource,
 }
 
-/// The bearer token in an `Authorization` value: `Ok(None)` for another scheme.
-fn bearer(value: &[u8]) -> Result<Option<&str>, DenyReason> {
+/// The token in an `Authorization` value, with whether its scheme is `DPoP` (read only when
+/// `dpop` is on): `Ok(None)` for another scheme.
+fn bearer(value: &[u8], dpop: bool) -> Result<Option<(&str, bool)>, DenyReason> {
     // Header values may legally hold HTAB and obs-text; a credential never does. (A fold without
     // an early exit: the compiler turns it into a vector loop over the whole token.)
     let outside = value
@@ -47,7 +50,8 @@ fn bearer(value: &[u8]) -> Result<Option<&str>, DenyReason> {
     let text = std::str::from_utf8(value).map_err(|_| DenyReason::MalformedAuthorization)?;
     let text = text.trim_matches(' ');
     let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let is_dpop = dpop && scheme.eq_ignore_ascii_case("dpop");
+    if !is_dpop && !scheme.eq_ignore_ascii_case("bearer") {
         return Ok(None);
     }
     let token = rest.trim_start_matches(' ');
@@ -57,7 +61,7 @@ fn bearer(value: &[u8]) -> Result<Option<&str>, DenyReason> {
     if !is_b64token(token) {
         return Err(DenyReason::MalformedAuthorization);
     }
-    Ok(Some(token))
+    Ok(Some((token, is_dpop)))
 }
 
 /// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
@@ -145,10 +149,12 @@ pub fn basic_credentials(value: &[u8]) -> Option<Result<(String, String), DenyRe
     Some(parsed.ok_or(DenyReason::MalformedAuthorization))
 }
 
-/// The token in this request, `Ok(None)` when there is none.
+/// The token in this request, `Ok(None)` when there is none. With `dpop` (an issuer accepts
+/// DPoP), `Authorization: DPoP` carries a token too.
 pub fn find_token<'a>(
     request: &'a CheckRequest,
     config: &TokenConfig,
+    dpop: bool,
 ) -> Result<Option<FoundToken<'a>>, DenyReason> {
     let mut found: Option<FoundToken<'a>> = None;
     if config.header {
@@ -156,11 +162,15 @@ pub fn find_token<'a>(
             return Err(DenyReason::MultipleTokens);
         }
         if let Some(value) = request.authorization.first()
-            && let Some(token) = bearer(value)?
+            && let Some((token, is_dpop)) = bearer(value, dpop)?
         {
             found = Some(FoundToken {
                 token: Cow::Borrowed(token),
-                source: TokenSource::Header,
+                source: if is_dpop {
+                    TokenSource::Dpop
+                } else {
+                    TokenSource::Header
+                },
             });
         }
     }
@@ -329,7 +339,7 @@ mod tests {
                 .collect(),
             ..CheckRequest::for_test()
         };
-        find_token(&req, &every_source()).map(|f| f.map(|f| (f.token.into_owned(), f.source)))
+        find_token(&req, &every_source(), true).map(|f| f.map(|f| (f.token.into_owned(), f.source)))
     }
 
     #[test]
@@ -405,7 +415,7 @@ mod tests {
             ..CheckRequest::for_test()
         };
         assert_eq!(
-            find_token(&both, &every_source()).map(|f| f.is_some()),
+            find_token(&both, &every_source(), true).map(|f| f.is_some()),
             Err(DenyReason::MultipleTokens),
             "header and cookie together"
         );
@@ -436,7 +446,7 @@ mod tests {
         query: bool,
     ) -> Result<Option<(String, TokenSource)>, DenyReason> {
         let req = request(auth, path);
-        find_token(&req, &config(query)).map(|f| f.map(|f| (f.token.into_owned(), f.source)))
+        find_token(&req, &config(query), false).map(|f| f.map(|f| (f.token.into_owned(), f.source)))
     }
 
     #[test]

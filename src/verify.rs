@@ -213,7 +213,10 @@ impl<'de> Deserialize<'de> for UniqueObject {
     }
 }
 
-fn decode_object(segment: &str, what: &'static str) -> Result<Map<String, Value>, FormatError> {
+pub(crate) fn decode_object(
+    segment: &str,
+    what: &'static str,
+) -> Result<Map<String, Value>, FormatError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(segment)
         .map_err(|_| FormatError::Base64)?;

@@ -149,7 +149,7 @@ fn status_for(label: &str, mouth: Mouth) -> (u16, i32) {
         .unwrap_or_else(|| panic!("unknown reason {label}"));
     use authgate::decision::DenyKind::*;
     let (plain, grpc) = match reason.kind() {
-        Unauthenticated | InvalidToken => (401, 16),
+        Unauthenticated | InvalidToken | InvalidDpopProof => (401, 16),
         InvalidRequest => (400, 3),
         InsufficientScope | Forbidden => (403, 7),
         Unavailable => (503, 14),

@@ -58,6 +58,10 @@ pub struct Config {
     pub client_cert_header: Option<http::HeaderName>,
     /// Bounds of the password grant.
     pub password_grant: PasswordGrantConfig,
+    /// How DPoP proofs are checked.
+    pub dpop_proofs: DpopProofConfig,
+    /// The RFC 9728 protected-resource metadata, if configured.
+    pub resource_metadata: Option<ResourceMetadata>,
 }
 
 impl Config {
@@ -154,6 +158,70 @@ pub struct IssuerConfig {
     pub verify: VerifyConfig,
     /// This issuer's claim headers (a bit set over `ClaimHeaderConfig::headers`), if its own.
     pub claim_headers: Option<u64>,
+    /// DPoP-bound tokens (RFC 9449).
+    pub dpop: DpopMode,
+    /// Opaque tokens by introspection (RFC 7662), when enabled.
+    pub introspection: Option<IntrospectionConfig>,
+    /// JWTs are also introspected after local verification (a revocation check).
+    pub introspect_jwts: bool,
+}
+
+/// An issuer's `dpop` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DpopMode {
+    /// DPoP is not looked at: `Authorization: DPoP` is not this issuer's scheme.
+    Off,
+    /// `Authorization: DPoP` with a proof is checked; bearer tokens are accepted unless they
+    /// are bound (`cnf.jkt`).
+    Optional,
+    /// Every token needs a proof: bearer tokens are denied.
+    Required,
+}
+
+/// An issuer's `introspection` section.
+#[derive(Debug, Clone)]
+pub struct IntrospectionConfig {
+    /// The endpoint (`None`: from discovery).
+    pub endpoint: Option<String>,
+    /// Longest time an active result is remembered (never past its `exp`).
+    pub cache_ttl: Duration,
+    /// How long an inactive result is remembered.
+    pub negative_ttl: Duration,
+    /// Results remembered at most.
+    pub cache_capacity: usize,
+    /// Calls per second at most.
+    pub max_calls_per_second: usize,
+}
+
+/// `dpop_proofs`: how DPoP proofs are checked.
+#[derive(Debug, Clone)]
+pub struct DpopProofConfig {
+    /// Accepted proof algorithms.
+    pub algorithms: Vec<Alg>,
+    /// Oldest accepted `iat`, and how long a `jti` is remembered.
+    pub max_age: Duration,
+    /// How far in the future `iat` may be.
+    pub leeway: Duration,
+    /// `jti`s remembered at most.
+    pub replay_cache_capacity: usize,
+    /// Largest accepted proof.
+    pub max_bytes: usize,
+}
+
+/// The RFC 9728 protected-resource metadata.
+#[derive(Debug, Clone)]
+pub struct ResourceMetadata {
+    /// The resource identifier.
+    pub resource: String,
+    /// Authorization servers clients may use.
+    pub authorization_servers: Vec<String>,
+    /// Scopes clients may request.
+    pub scopes_supported: Vec<String>,
+    /// Where the document is served, as RFC 9728 §3.1 forms it from `resource`: the absolute
+    /// URL named in challenges, and the path authgate answers on.
+    pub url: String,
+    /// The path part of `url`.
+    pub path: String,
 }
 
 /// `auth_methods` of an issuer.
@@ -283,11 +351,19 @@ pub struct CustomHeader {
 }
 
 impl Config {
-    /// The request headers token sources read besides `Authorization`: `cookie` where a cookie
-    /// source is on (top level or a route), and every custom header name. Mouths pass their
-    /// values in `CheckRequest::token_headers`.
+    /// Whether any issuer accepts DPoP-bound tokens.
+    pub fn dpop_accepted(&self) -> bool {
+        self.issuers.iter().any(|i| i.dpop != DpopMode::Off)
+    }
+
+    /// The request headers token sources read besides `Authorization`: `dpop` where an issuer
+    /// accepts DPoP, `cookie` where a cookie source is on (top level or a route), and every
+    /// custom header name. Mouths pass their values in `CheckRequest::token_headers`.
     pub fn token_source_headers(&self) -> Vec<http::HeaderName> {
         let mut names: Vec<http::HeaderName> = Vec::new();
+        if self.dpop_accepted() {
+            names.push(http::HeaderName::from_static("dpop"));
+        }
         let sources =
             std::iter::once(&self.token).chain(self.routes.iter().filter_map(|r| r.token.as_ref()));
         for token in sources {

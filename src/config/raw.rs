@@ -76,6 +76,22 @@ pub const DEFAULT_PASSWORD_GRANT_REFRESH_BEFORE: Duration = Duration::from_secs(
 pub const DEFAULT_PASSWORD_GRANT_NEGATIVE_TTL: Duration = Duration::from_secs(10);
 /// Default bound on exchanges per user name per minute.
 pub const DEFAULT_PASSWORD_GRANT_MAX_PER_MINUTE: usize = 10;
+/// Default `introspection.cache_ttl`.
+pub const DEFAULT_INTROSPECTION_CACHE_TTL: Duration = Duration::from_secs(60);
+/// Default `introspection.negative_ttl`.
+pub const DEFAULT_INTROSPECTION_NEGATIVE_TTL: Duration = Duration::from_secs(10);
+/// Default `introspection.cache_capacity`.
+pub const DEFAULT_INTROSPECTION_CACHE_CAPACITY: usize = 100_000;
+/// Default `introspection.max_calls_per_second`.
+pub const DEFAULT_INTROSPECTION_MAX_CALLS_PER_SECOND: usize = 100;
+/// Default `dpop_proofs.max_age`.
+pub const DEFAULT_DPOP_MAX_AGE: Duration = Duration::from_secs(60);
+/// Default `dpop_proofs.leeway`.
+pub const DEFAULT_DPOP_LEEWAY: Duration = Duration::from_secs(5);
+/// Default `dpop_proofs.replay_cache_capacity`.
+pub const DEFAULT_DPOP_REPLAY_CAPACITY: usize = 100_000;
+/// Default `dpop_proofs.max_bytes`.
+pub const DEFAULT_DPOP_MAX_BYTES: usize = 4096;
 /// Default cookie carrying a token when the cookie source is enabled.
 pub const DEFAULT_TOKEN_COOKIE: &str = "access_token";
 /// Default header carrying a token when the custom header source is enabled.
@@ -157,6 +173,12 @@ pub struct RawConfig {
     /// Bounds of the password grant.
     #[serde(default)]
     pub password_grant: RawPasswordGrant,
+    /// How DPoP proofs are checked (for issuers with `dpop` on).
+    #[serde(default)]
+    pub dpop_proofs: RawDpopProofs,
+    /// The RFC 9728 protected-resource metadata, served at
+    /// `/.well-known/oauth-protected-resource` and named in 401 challenges.
+    pub resource_metadata: Option<RawResourceMetadata>,
 }
 
 /// `listen:` section.
@@ -238,6 +260,64 @@ pub struct RawIssuer {
     /// `cnf.x5t#S256` needs the matching client certificate) or `strict` (every token needs
     /// one).
     pub proof_of_possession_mtls: Option<String>,
+    /// DPoP-bound tokens (RFC 9449): `off` (default), `optional` (`Authorization: DPoP` with a
+    /// proof is checked; a bearer token is accepted unless it carries `cnf.jkt`) or `required`
+    /// (every token needs a proof).
+    pub dpop: Option<String>,
+    /// Opaque tokens verified at the issuer's introspection endpoint (RFC 7662).
+    #[serde(default)]
+    pub introspection: RawIntrospection,
+    /// Also ask the introspection endpoint about this issuer's JWTs, after local verification
+    /// (a revocation check).
+    #[serde(default)]
+    pub introspect_jwts: bool,
+}
+
+/// An issuer's `introspection:` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntrospection {
+    /// Verify opaque tokens at this issuer (default false).
+    #[serde(default)]
+    pub enabled: bool,
+    /// The introspection endpoint; default: the discovery document's `introspection_endpoint`.
+    pub endpoint: Option<String>,
+    /// How long an active result is remembered at most (default 1m; never past its `exp`).
+    pub cache_ttl: Option<String>,
+    /// How long an inactive result is remembered (default 10s).
+    pub negative_ttl: Option<String>,
+    /// Results remembered at most (default 100000).
+    pub cache_capacity: Option<usize>,
+    /// Calls to the endpoint per second at most (default 100); the excess is `unavailable`.
+    pub max_calls_per_second: Option<usize>,
+}
+
+/// `dpop_proofs:` section: how DPoP proofs (RFC 9449 §4) are checked.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDpopProofs {
+    /// Accepted proof algorithms (default: every supported asymmetric one).
+    pub algorithms: Option<Vec<String>>,
+    /// How old a proof's `iat` may be (default 60s); also how long a `jti` is remembered.
+    pub max_age: Option<String>,
+    /// How far in the future a proof's `iat` may be (default 5s).
+    pub leeway: Option<String>,
+    /// Proof `jti`s remembered at most for replay detection (default 100000).
+    pub replay_cache_capacity: Option<usize>,
+    /// Largest accepted proof in bytes (default 4096).
+    pub max_bytes: Option<usize>,
+}
+
+/// `resource_metadata:` section: the RFC 9728 protected-resource metadata document.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResourceMetadata {
+    /// The resource identifier (an https URL, without query or fragment).
+    pub resource: Option<String>,
+    /// Issuer identifiers of the authorization servers clients may use.
+    pub authorization_servers: Option<Vec<String>>,
+    /// Scopes clients may request for this resource.
+    pub scopes_supported: Option<Vec<String>>,
 }
 
 /// A secret from the config file; `Debug` never shows it.

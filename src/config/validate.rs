@@ -8,9 +8,10 @@ use std::time::Duration;
 use super::raw::*;
 use super::{
     AudienceMatch, AuthMethods, ClaimHeaderConfig, ClientAuth, ClientConfig, Config, ConfigError,
-    CustomHeader, FieldError, HttpConfig, IssuerConfig, KeyCacheConfig, KeySourceConfig, Limits,
-    Listen, LogConfig, LogFormat, PasswordGrantConfig, PathMatch, PopMtls, Requirement, Route,
-    RouteAction, ShutdownConfig, TokenConfig, VerifiedCacheConfig, VerifyConfig,
+    CustomHeader, DpopMode, DpopProofConfig, FieldError, HttpConfig, IntrospectionConfig,
+    IssuerConfig, KeyCacheConfig, KeySourceConfig, Limits, Listen, LogConfig, LogFormat,
+    PasswordGrantConfig, PathMatch, PopMtls, Requirement, ResourceMetadata, Route, RouteAction,
+    ShutdownConfig, TokenConfig, VerifiedCacheConfig, VerifyConfig,
 };
 use crate::claims::{ClaimMatch, ClaimPath, ClaimRequirement};
 use crate::demo::signing::SigningKey;
@@ -78,6 +79,8 @@ impl RawConfig {
                 .as_deref()
                 .and_then(|name| header_name(&mut p, "client_cert_header", name)),
             password_grant: password_grant(&raw.password_grant, &mut p),
+            dpop_proofs: dpop_proofs(&raw.dpop_proofs, &mut p),
+            resource_metadata: resource_metadata(raw.resource_metadata.as_ref(), &mut p),
         };
         if p.0.is_empty() {
             Ok(config)
@@ -243,7 +246,38 @@ fn issuers(config: &RawConfig, top: &VerifyConfig, p: &mut Problems) -> Vec<Issu
                 PopMtls::Off
             }
         };
+        let dpop = match raw.dpop.as_deref() {
+            None | Some("off") => DpopMode::Off,
+            Some("optional") => DpopMode::Optional,
+            Some("required") => DpopMode::Required,
+            Some(other) => {
+                p.add(
+                    format!("{f}.dpop"),
+                    format!("{other:?} is not off, optional or required"),
+                );
+                DpopMode::Off
+            }
+        };
+        let introspection = introspection(raw, &f, source == KeySourceConfig::Discovery, p);
+        if raw.introspect_jwts && introspection.is_none() && !raw.introspection.enabled {
+            p.add(
+                format!("{f}.introspect_jwts"),
+                "needs introspection.enabled: true",
+            );
+        }
+        if (raw.introspection.enabled || raw.introspect_jwts)
+            && client.is_none()
+            && raw.client_id.is_none()
+        {
+            p.add(
+                format!("{f}.client_id"),
+                "introspection needs client_id (and its client authentication)",
+            );
+        }
         issuers.push(IssuerConfig {
+            dpop,
+            introspection,
+            introspect_jwts: raw.introspect_jwts,
             issuer,
             source,
             algorithms,
@@ -269,6 +303,137 @@ fn issuers(config: &RawConfig, top: &VerifyConfig, p: &mut Problems) -> Vec<Issu
         });
     }
     issuers
+}
+
+/// An issuer's `introspection` section: `None` when it is off.
+fn introspection(
+    raw: &RawIssuer,
+    f: &str,
+    discovery: bool,
+    p: &mut Problems,
+) -> Option<IntrospectionConfig> {
+    let r = &raw.introspection;
+    let f = format!("{f}.introspection");
+    if let Some(endpoint) = &r.endpoint {
+        check_url(p, &format!("{f}.endpoint"), endpoint, raw.allow_http);
+    } else if r.enabled && !discovery {
+        p.add(
+            format!("{f}.endpoint"),
+            "is required when keys do not come from discovery",
+        );
+    }
+    let config = IntrospectionConfig {
+        endpoint: r.endpoint.clone(),
+        cache_ttl: p.duration(
+            &format!("{f}.cache_ttl"),
+            r.cache_ttl.as_ref(),
+            DEFAULT_INTROSPECTION_CACHE_TTL,
+        ),
+        negative_ttl: p.duration(
+            &format!("{f}.negative_ttl"),
+            r.negative_ttl.as_ref(),
+            DEFAULT_INTROSPECTION_NEGATIVE_TTL,
+        ),
+        cache_capacity: p.positive(
+            &format!("{f}.cache_capacity"),
+            r.cache_capacity,
+            DEFAULT_INTROSPECTION_CACHE_CAPACITY,
+        ),
+        max_calls_per_second: p.positive(
+            &format!("{f}.max_calls_per_second"),
+            r.max_calls_per_second,
+            DEFAULT_INTROSPECTION_MAX_CALLS_PER_SECOND,
+        ),
+    };
+    r.enabled.then_some(config)
+}
+
+/// `dpop_proofs`.
+fn dpop_proofs(raw: &RawDpopProofs, p: &mut Problems) -> DpopProofConfig {
+    let config = DpopProofConfig {
+        algorithms: match &raw.algorithms {
+            Some(names) => p.algorithms("dpop_proofs.algorithms", names),
+            None => DEFAULT_ALGORITHMS.to_vec(),
+        },
+        max_age: p.duration(
+            "dpop_proofs.max_age",
+            raw.max_age.as_ref(),
+            DEFAULT_DPOP_MAX_AGE,
+        ),
+        leeway: p.duration(
+            "dpop_proofs.leeway",
+            raw.leeway.as_ref(),
+            DEFAULT_DPOP_LEEWAY,
+        ),
+        replay_cache_capacity: p.positive(
+            "dpop_proofs.replay_cache_capacity",
+            raw.replay_cache_capacity,
+            DEFAULT_DPOP_REPLAY_CAPACITY,
+        ),
+        max_bytes: p.positive(
+            "dpop_proofs.max_bytes",
+            raw.max_bytes,
+            DEFAULT_DPOP_MAX_BYTES,
+        ),
+    };
+    if config.max_age.is_zero() {
+        p.add("dpop_proofs.max_age", "must be greater than 0");
+    }
+    config
+}
+
+/// `resource_metadata`: the resource must be an absolute https (or loopback http) URL without
+/// query or fragment; the document's URL is formed from it as RFC 9728 §3.1 says (the
+/// well-known segment between the host and the resource's path).
+fn resource_metadata(
+    raw: Option<&RawResourceMetadata>,
+    p: &mut Problems,
+) -> Option<ResourceMetadata> {
+    const WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
+    let raw = raw?;
+    let f = "resource_metadata";
+    let Some(resource) = raw.resource.clone().filter(|r| !r.is_empty()) else {
+        p.add(format!("{f}.resource"), "is required");
+        return None;
+    };
+    check_url(p, &format!("{f}.resource"), &resource, false);
+    if resource.contains(['?', '#']) {
+        p.add(
+            format!("{f}.resource"),
+            "must not have a query or fragment (RFC 9728 §2)",
+        );
+    }
+    if resource.contains(['"', '\\']) || resource.chars().any(|c| c.is_control() || c == ' ') {
+        p.add(format!("{f}.resource"), "must be a plain URL");
+        return None;
+    }
+    let after_scheme = resource.split_once("://").map_or("", |(_, rest)| rest);
+    let (authority, path) = match after_scheme.find('/') {
+        Some(slash) => after_scheme.split_at(slash),
+        None => (after_scheme, ""),
+    };
+    let scheme = resource.split_once("://").map_or("https", |(s, _)| s);
+    let path = format!("{WELL_KNOWN}{}", path.trim_end_matches('/'));
+    let list = |p: &mut Problems, name: &str, items: &Option<Vec<String>>| {
+        let items = items.clone().unwrap_or_default();
+        for (i, item) in items.iter().enumerate() {
+            if item.is_empty() {
+                p.add(format!("{f}.{name}[{i}]"), "must not be empty");
+            }
+        }
+        items
+    };
+    let authorization_servers = list(p, "authorization_servers", &raw.authorization_servers);
+    for (i, server) in authorization_servers.iter().enumerate() {
+        check_url(p, &format!("{f}.authorization_servers[{i}]"), server, false);
+    }
+    Some(ResourceMetadata {
+        url: format!("{scheme}://{authority}{path}"),
+        path,
+        authorization_servers,
+        scopes_supported: list(p, "scopes_supported", &raw.scopes_supported),
+        resource,
+    })
 }
 
 /// An issuer's `auth_methods`.

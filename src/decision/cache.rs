@@ -119,8 +119,10 @@ pub(crate) mod group {
     pub(crate) const X5T: usize = 4;
     /// The payload segment (base64url), where `payload_header` is on and it fits.
     pub(crate) const PAYLOAD: usize = 5;
+    /// `cnf.jkt`, the DPoP key the token is bound to (none when unbound).
+    pub(crate) const JKT: usize = 6;
     /// The first claim path group.
-    pub(crate) const CLAIMS: usize = 6;
+    pub(crate) const CLAIMS: usize = 7;
 }
 
 /// A token whose signature, issuer, algorithm, type and claim types were verified: everything
@@ -139,6 +141,8 @@ pub(crate) struct VerifiedToken {
     pub(crate) headers_present: u64,
     /// Bit `i`: claim header `i`'s value was left out (too long or not encodable).
     pub(crate) headers_rejected: u64,
+    /// It came from an introspection answer (an opaque token), not a signature.
+    pub(crate) introspected: bool,
     /// Subject, audiences, scopes, header values and claim-rule values (see [`group`]).
     pub(crate) texts: Texts,
 }
@@ -164,7 +168,12 @@ impl VerifiedToken {
         self.texts.group(group::X5T).next()
     }
 
-    /// The payload segment, for `payload_header`.
+    /// `cnf.jkt`: the thumbprint of the DPoP key the token is bound to.
+    pub(crate) fn jkt(&self) -> Option<&str> {
+        self.texts.group(group::JKT).next()
+    }
+
+    /// The verified payload (base64url), where `payload_header` is on and it fits.
     pub(crate) fn payload(&self) -> Option<&str> {
         self.texts.group(group::PAYLOAD).next()
     }

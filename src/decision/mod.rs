@@ -40,10 +40,13 @@ use crate::claims::{
     ClaimPath, ClaimRequirement, claim_header_values, granted_scopes, header_value, match_texts,
 };
 use crate::config::{
-    AudienceMatch, Config, IssuerConfig, PopMtls, Requirement, RouteAction, TokenConfig,
+    AudienceMatch, Config, DpopMode, IssuerConfig, PopMtls, Requirement, RouteAction, TokenConfig,
     VerifyConfig,
 };
+use crate::deny::Challenges;
+use crate::dpop::{ProofChecker, ProofError, ProofTarget};
 use crate::exchange::{ExchangeError, PasswordGrant};
+use crate::introspect::{Introspected, Introspector};
 use crate::keys::{KeyHealth, KeyLookup, KeySource};
 use crate::telemetry;
 use crate::token::{FoundToken, TokenSource, basic_credentials, cookies_without, find_token};
@@ -81,6 +84,12 @@ pub struct Decider {
     password: Option<(usize, PasswordGrant)>,
     /// The headers token sources read besides `Authorization`, worked out once.
     token_source_headers: Vec<HeaderName>,
+    /// DPoP proofs and their replay cache, where an issuer accepts DPoP.
+    dpop: Option<ProofChecker>,
+    /// Each issuer's introspection, where it is on (same order as `issuers`).
+    introspectors: Vec<Option<Introspector>>,
+    /// What the challenges of 401 answers say.
+    challenges: Challenges,
 }
 
 impl Decider {
@@ -126,6 +135,14 @@ impl Decider {
             Some((i, grant))
         });
         Self {
+            dpop: config
+                .dpop_accepted()
+                .then(|| ProofChecker::new(&config.dpop_proofs)),
+            introspectors: issuers
+                .iter()
+                .map(|i| Introspector::new(&i.config, &config.keys))
+                .collect(),
+            challenges: Challenges::new(&config),
             token_source_headers: config.token_source_headers(),
             password,
             routes: RouteTable::new(&config.routes),
@@ -147,6 +164,11 @@ impl Decider {
     /// The request headers whose values the mouths pass in `CheckRequest::token_headers`.
     pub fn token_source_headers(&self) -> &[HeaderName] {
         &self.token_source_headers
+    }
+
+    /// What the challenges of this config's 401 answers say.
+    pub fn challenges(&self) -> &Challenges {
+        &self.challenges
     }
 
     /// The configuration this decider runs on.
@@ -287,7 +309,7 @@ impl Decider {
                 return self.anonymous(req, sources, route_headers).await;
             }
         };
-        let found = match find_token(req, sources) {
+        let found = match find_token(req, sources, self.dpop.is_some()) {
             Ok(Some(found)) => found,
             Ok(None) => return self.password_check(req, route_req, route_headers).await,
             Err(reason) => return Decision::Deny(Deny::new(reason)),
@@ -321,7 +343,7 @@ impl Decider {
                 token_source: None,
             })
         };
-        let found = match find_token(req, sources) {
+        let found = match find_token(req, sources, self.dpop.is_some()) {
             Ok(Some(found)) => found,
             Ok(None) => return anonymous(),
             Err(reason) => {
@@ -432,12 +454,119 @@ impl Decider {
         }
     }
 
+    /// RFC 9449 §7: a token presented as `Authorization: DPoP` needs a proof of its key for this
+    /// request, where the issuer accepts DPoP; a DPoP-bound token (`cnf.jkt`) is never a bearer
+    /// token there, and `required` refuses bearer tokens altogether.
+    fn check_dpop(
+        &self,
+        verified: &VerifiedToken,
+        found: &FoundToken<'_>,
+        req: &CheckRequest,
+        now: i64,
+    ) -> Result<(), Deny> {
+        let mode = self
+            .issuers
+            .get(verified.issuer)
+            .map_or(DpopMode::Off, |i| i.config.dpop);
+        let (checker, presented_with_proof) = match (&self.dpop, mode) {
+            (Some(checker), DpopMode::Optional | DpopMode::Required) => {
+                (checker, found.source == TokenSource::Dpop)
+            }
+            (_, _) if found.source == TokenSource::Dpop => {
+                return Err(DenyReason::DpopUnboundToken.into());
+            }
+            _ => return Ok(()),
+        };
+        if !presented_with_proof {
+            return match (mode, verified.jkt()) {
+                (DpopMode::Optional, None) => Ok(()),
+                _ => Err(DenyReason::DpopRequired.into()),
+            };
+        }
+        let Some(jkt) = verified.jkt() else {
+            return Err(DenyReason::DpopUnboundToken.into());
+        };
+        let dpop = http::HeaderName::from_static("dpop");
+        let mut proofs = req.token_headers.iter().filter(|(n, _)| *n == dpop);
+        let proof = match (proofs.next(), proofs.next()) {
+            (Some((_, proof)), None) => proof,
+            _ => return Err(DenyReason::InvalidDpopProof.into()),
+        };
+        let target = ProofTarget {
+            method: req.method.as_deref(),
+            scheme: req.scheme.as_deref(),
+            host: req.host.as_deref(),
+            path: req.path.as_deref(),
+        };
+        match checker.check(proof, &found.token, target, now) {
+            Ok(thumbprint) if thumbprint == jkt => Ok(()),
+            Ok(_) => Err(DenyReason::DpopKeyMismatch.into()),
+            Err(error) => {
+                tracing::debug!(%error, "DPoP proof refused");
+                Err(match error {
+                    ProofError::Invalid(_) => DenyReason::InvalidDpopProof,
+                    ProofError::Replayed => DenyReason::DpopProofReplayed,
+                }
+                .into())
+            }
+        }
+    }
+
+    /// With `introspect_jwts`, a locally verified JWT is also asked about at the issuer's
+    /// introspection endpoint (revoked tokens are inactive there).
+    async fn check_revocation(
+        &self,
+        verified: &VerifiedToken,
+        token: &str,
+        started: Instant,
+    ) -> Result<(), Deny> {
+        let Some(issuer) = self.issuers.get(verified.issuer) else {
+            return Ok(());
+        };
+        if !issuer.config.introspect_jwts || verified.introspected {
+            return Ok(());
+        }
+        let Some(Some(introspector)) = self.introspectors.get(verified.issuer) else {
+            return Err(DenyReason::IntrospectionUnavailable.into());
+        };
+        match self
+            .within_deadline(introspector.introspect(token), started)
+            .await?
+        {
+            Ok(Introspected::Active(_)) => Ok(()),
+            Ok(Introspected::Inactive) => Err(DenyReason::InactiveToken.into()),
+            Err(_) => Err(DenyReason::IntrospectionUnavailable.into()),
+        }
+    }
+
+    /// Waits for `work` within what is left of the check deadline since `started`; a result
+    /// that is ready sets no timer.
+    async fn within_deadline<T>(
+        &self,
+        work: impl Future<Output = T>,
+        started: Instant,
+    ) -> Result<T, Deny> {
+        let mut work = std::pin::pin!(work);
+        if let Some(done) = (&mut work).now_or_never() {
+            return Ok(done);
+        }
+        let remaining = self
+            .config
+            .limits
+            .check_deadline
+            .saturating_sub(started.elapsed());
+        tokio::time::timeout(remaining, work)
+            .await
+            .map_err(|_| DenyReason::DeadlineExceeded.into())
+    }
+
     /// Whether tokens of `issuer` may come from `source`: exchanged ones only from the password
     /// issuer, others only from an issuer that takes bearer tokens.
     fn check_auth_method(&self, issuer: usize, source: TokenSource) -> Result<(), Deny> {
         let allowed = match source {
             TokenSource::Password => self.password.as_ref().is_some_and(|(i, _)| *i == issuer),
             TokenSource::Header
+            | TokenSource::Dpop
             | TokenSource::Query
             | TokenSource::Cookie
             | TokenSource::CustomHeader
@@ -464,6 +593,24 @@ impl Decider {
         sources: &TokenConfig,
         route_headers: Option<u64>,
     ) -> Result<Allow, Deny> {
+        let dpop_scheme = found.source == TokenSource::Dpop;
+        self.verify_found(found, route_req, req, sources, route_headers)
+            .await
+            .map_err(|deny| Deny {
+                dpop_scheme,
+                ..deny
+            })
+    }
+
+    async fn verify_found(
+        &self,
+        found: FoundToken<'_>,
+        route_req: Option<&Requirement>,
+        req: &CheckRequest,
+        sources: &TokenConfig,
+        route_headers: Option<u64>,
+    ) -> Result<Allow, Deny> {
+        let started = Instant::now();
         let client_cert = req.client_cert.as_ref();
         let token = found.token.as_ref();
         if token.len() > sources.max_bytes {
@@ -513,14 +660,17 @@ impl Decider {
         };
         self.check_auth_method(verified.issuer, found.source)?;
         self.check_binding(&verified, client_cert)?;
+        self.check_dpop(&verified, &found, req, now)?;
         self.authorize(&verified, &requirements)?;
+        self.check_revocation(&verified, token, started).await?;
         Ok(self.allow(verified, found.source, req, sources, route_headers))
     }
 
     /// The first check of a token: format, issuer, algorithm, type, times, audience and claim
     /// types (cheap rejections, no key touched), then keys and signature, then what the cache
     /// keeps. The flag says whether the result may be cached: the issuer's key set had the same
-    /// generation before the key lookup and after the signature check.
+    /// generation before the key lookup and after the signature check. A token that is not a
+    /// compact JWS goes to introspection where an issuer has it on.
     async fn verify_in_full(
         &self,
         token: &str,
@@ -530,11 +680,18 @@ impl Decider {
     ) -> Result<(VerifiedToken, bool), Deny> {
         let started = Instant::now();
         let cfg = &self.config;
-        let jws = parse_compact(token).map_err(|e| match e {
-            FormatError::Alg => DenyReason::AlgorithmNotAllowed,
-            FormatError::Crit => DenyReason::UnsupportedCritical,
-            _ => DenyReason::MalformedToken,
-        })?;
+        let jws = match parse_compact(token) {
+            Ok(jws) => jws,
+            Err(FormatError::Shape(_)) if self.introspectors.iter().any(Option::is_some) => {
+                let verified = self
+                    .verify_opaque(token, requirements, route_req, now, started)
+                    .await?;
+                return Ok((verified, false));
+            }
+            Err(FormatError::Alg) => return Err(DenyReason::AlgorithmNotAllowed.into()),
+            Err(FormatError::Crit) => return Err(DenyReason::UnsupportedCritical.into()),
+            Err(_) => return Err(DenyReason::MalformedToken.into()),
+        };
         let claims = &jws.claims;
 
         let iss = match claims.get("iss") {
@@ -552,40 +709,20 @@ impl Decider {
         if !issuer.config.algorithms.contains(&jws.header.alg) {
             return Err(DenyReason::AlgorithmNotAllowed.into());
         }
-        let settings = &issuer.config.verify;
-        if let Some(accepted) = &settings.required_typ
+        if let Some(accepted) = &issuer.config.verify.required_typ
             && !typ_accepted(jws.header.typ.as_deref(), accepted)
         {
             return Err(DenyReason::WrongTokenType.into());
         }
-        let times = token_times(claims)?;
-        check_times(&times, now, self.leeway(issuer_index))?;
-        check_shape(claims, &times, settings)?;
-        let audiences = token_audiences(claims)?;
-        check_audience(
-            audiences.iter().copied(),
-            self.audiences(issuer_index, route_req),
-            settings.audience_match,
-        )?;
-        let scopes = granted_scopes(claims).map_err(|_| DenyReason::MalformedClaims)?;
-        let x5t = bound_certificate(claims, issuer.config.proof_of_possession_mtls)?;
+        let checked = self.check_claims(issuer_index, claims, route_req, now)?;
 
         // Keys, bounded by what is left of the deadline. A lookup that answers at once (the
         // usual case) sets no timer.
         let generation = issuer.keys.generation();
-        let mut lookup = issuer
+        let lookup = issuer
             .keys
             .lookup(jws.header.kid.as_deref(), jws.header.alg);
-        let found = match (&mut lookup).now_or_never() {
-            Some(found) => found,
-            None => {
-                let remaining = cfg.limits.check_deadline.saturating_sub(started.elapsed());
-                tokio::time::timeout(remaining, lookup)
-                    .await
-                    .map_err(|_| DenyReason::DeadlineExceeded)?
-            }
-        };
-        let keys = match found {
+        let keys = match self.within_deadline(lookup, started).await? {
             KeyLookup::Found(keys) => keys,
             KeyLookup::UnknownKid => return Err(DenyReason::UnknownKey.into()),
             KeyLookup::AmbiguousKid => return Err(DenyReason::AmbiguousKey.into()),
@@ -598,15 +735,142 @@ impl Decider {
             return Err(DenyReason::BadSignature.into());
         }
         let cacheable = generation.is_some() && issuer.keys.generation() == generation;
+        // The payload exactly as the token carries it: base64url of the verified JSON.
+        let payload = cfg
+            .claim_headers
+            .payload_header
+            .is_some()
+            .then(|| Cow::Borrowed(token.split('.').nth(1).unwrap_or("")));
+        let verified = self.verified_token(
+            issuer_index,
+            claims,
+            &checked,
+            payload,
+            generation.unwrap_or_default(),
+            now,
+        );
+        Ok((verified, cacheable))
+    }
 
+    /// An opaque token: asked about at each issuer with introspection on, in config order; the
+    /// first that calls it active speaks for it, and its answer goes through the checks a JWT's
+    /// claims go through. None active: `inactive_token`, or `unavailable` when an endpoint could
+    /// not answer.
+    async fn verify_opaque(
+        &self,
+        token: &str,
+        requirements: &[Option<&Requirement>; 2],
+        route_req: Option<&Requirement>,
+        now: i64,
+        started: Instant,
+    ) -> Result<VerifiedToken, Deny> {
+        let mut unavailable = false;
+        for (index, introspector) in self.introspectors.iter().enumerate() {
+            let Some(introspector) = introspector else {
+                continue;
+            };
+            let claims = match self
+                .within_deadline(introspector.introspect(token), started)
+                .await?
+            {
+                Ok(Introspected::Active(claims)) => claims,
+                Ok(Introspected::Inactive) => continue,
+                Err(_) => {
+                    unavailable = true;
+                    continue;
+                }
+            };
+            // RFC 7662 §2.2: `iss` is optional; when given it must be this issuer.
+            match claims.get("iss") {
+                None => {}
+                Some(Value::String(iss)) if *iss == *self.issuer_names[index] => {}
+                Some(_) => return Err(DenyReason::UnknownIssuer.into()),
+            }
+            self.check_issuer_allowed(index, requirements)?;
+            // Without `exp`, the token is taken to live as long as the answer is remembered.
+            let mut with_exp;
+            let claims = if claims.contains_key("exp") {
+                claims.as_ref()
+            } else {
+                with_exp = claims.as_ref().clone();
+                let ttl = self.issuers[index]
+                    .config
+                    .introspection
+                    .as_ref()
+                    .map_or(0, |c| c.cache_ttl.as_secs());
+                let ttl = i64::try_from(ttl).unwrap_or(i64::MAX);
+                with_exp.insert("exp".to_owned(), Value::from(now.saturating_add(ttl)));
+                &with_exp
+            };
+            let checked = self.check_claims(index, claims, route_req, now)?;
+            // The payload header carries the introspection answer, as base64url JSON.
+            let payload = self.config.claim_headers.payload_header.is_some().then(|| {
+                use base64::Engine as _;
+                let json = serde_json::to_vec(claims).unwrap_or_default();
+                Cow::Owned(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json))
+            });
+            let mut verified = self.verified_token(index, claims, &checked, payload, 0, now);
+            verified.introspected = true;
+            return Ok(verified);
+        }
+        Err(if unavailable {
+            DenyReason::IntrospectionUnavailable
+        } else {
+            DenyReason::InactiveToken
+        }
+        .into())
+    }
+
+    /// What a token's claims must be whatever carried them (a JWT or an introspection answer):
+    /// times, shape, audience, scopes and confirmation members of the right types.
+    fn check_claims<'c>(
+        &self,
+        issuer: usize,
+        claims: &'c Map<String, Value>,
+        route_req: Option<&Requirement>,
+        now: i64,
+    ) -> Result<CheckedClaims<'c>, Deny> {
+        let config = &self.issuers[issuer].config;
+        let times = token_times(claims)?;
+        check_times(&times, now, self.leeway(issuer))?;
+        check_shape(claims, &times, &config.verify)?;
+        let audiences = token_audiences(claims)?;
+        check_audience(
+            audiences.iter().copied(),
+            self.audiences(issuer, route_req),
+            config.verify.audience_match,
+        )?;
+        let scopes = granted_scopes(claims).map_err(|_| DenyReason::MalformedClaims)?;
+        let (x5t, jkt) = confirmation(claims, config.proof_of_possession_mtls, config.dpop)?;
+        Ok(CheckedClaims {
+            times,
+            audiences,
+            scopes,
+            x5t,
+            jkt,
+        })
+    }
+
+    /// What the cache keeps of a verified token: the texts rules and headers read, in the
+    /// groups of `cache::group`.
+    fn verified_token(
+        &self,
+        issuer: usize,
+        claims: &Map<String, Value>,
+        checked: &CheckedClaims<'_>,
+        payload: Option<Cow<'_, str>>,
+        generation: u64,
+        now: i64,
+    ) -> VerifiedToken {
+        let cfg = &self.config;
         let mut texts = TextsBuilder::default();
         if let Some(Value::String(sub)) = claims.get("sub") {
             texts.push(sub);
         }
         texts.end_group();
-        audiences.iter().for_each(|a| texts.push(a));
+        checked.audiences.iter().for_each(|a| texts.push(a));
         texts.end_group();
-        scopes.iter().for_each(|s| texts.push(s));
+        checked.scopes.iter().for_each(|s| texts.push(s));
         texts.end_group();
         let (values, mut rejected) = claim_header_values(claims, &cfg.claim_headers);
         let mut headers_present = 0u64;
@@ -620,16 +884,18 @@ impl Decider {
             }
         }
         texts.end_group();
-        if let Some(x5t) = x5t {
+        if let Some(x5t) = checked.x5t {
             texts.push(x5t);
         }
         texts.end_group();
-        // The payload exactly as the token carries it: base64url of the verified JSON.
-        if cfg.claim_headers.payload_header.is_some() {
-            let payload = token.split('.').nth(1).unwrap_or("");
-            if payload.len() <= cfg.claim_headers.max_value_bytes {
-                texts.push(payload);
-            }
+        if let Some(payload) = payload
+            && payload.len() <= cfg.claim_headers.max_value_bytes
+        {
+            texts.push(&payload);
+        }
+        texts.end_group();
+        if let Some(jkt) = checked.jkt {
+            texts.push(jkt);
         }
         texts.end_group();
         for (path, strings_only) in &self.claim_paths {
@@ -638,16 +904,16 @@ impl Decider {
                 .for_each(|t| texts.push(t));
             texts.end_group();
         }
-        let verified = VerifiedToken {
-            issuer: issuer_index,
-            generation: generation.unwrap_or_default(),
+        VerifiedToken {
+            issuer,
+            generation,
             verified_at: now,
-            times,
+            times: checked.times,
             headers_present,
             headers_rejected: rejected,
+            introspected: false,
             texts: texts.build(),
-        };
-        Ok((verified, cacheable))
+        }
     }
 
     /// Checks the issuers the top-level requirement and the route accept.
@@ -893,22 +1159,43 @@ fn check_shape(
     Ok(())
 }
 
-/// `cnf.x5t#S256` (RFC 8705 §3.1): the thumbprint of the certificate a token is bound to.
-/// Where the issuer checks binding, a `cnf` that is not an object, or an `x5t#S256` that is not
-/// a string, is a malformed claim; elsewhere `cnf` is not looked at.
-fn bound_certificate(claims: &Map<String, Value>, mode: PopMtls) -> Result<Option<&str>, Deny> {
-    if mode == PopMtls::Off {
-        return Ok(None);
+/// What a token's claims passed, kept for building its cache entry.
+#[derive(Debug)]
+struct CheckedClaims<'c> {
+    times: Times,
+    audiences: Vec<&'c str>,
+    scopes: Vec<&'c str>,
+    x5t: Option<&'c str>,
+    jkt: Option<&'c str>,
+}
+
+/// The confirmation members of `cnf` (RFC 7800) the issuer checks: `x5t#S256` (RFC 8705
+/// §3.1, the certificate a token is bound to) where `proof_of_possession_mtls` is on, `jkt`
+/// (RFC 9449 §6, the DPoP key) where `dpop` is on. Where either is checked, a `cnf` that is not
+/// an object, or a member that is not a string, is a malformed claim; elsewhere `cnf` is not
+/// looked at.
+fn confirmation(
+    claims: &Map<String, Value>,
+    mtls: PopMtls,
+    dpop: DpopMode,
+) -> Result<(Option<&str>, Option<&str>), Deny> {
+    if mtls == PopMtls::Off && dpop == DpopMode::Off {
+        return Ok((None, None));
     }
-    match claims.get("cnf") {
-        None => Ok(None),
-        Some(Value::Object(cnf)) => match cnf.get("x5t#S256") {
-            None => Ok(None),
-            Some(Value::String(x5t)) => Ok(Some(x5t.as_str())),
-            Some(_) => Err(DenyReason::MalformedClaims.into()),
-        },
-        Some(_) => Err(DenyReason::MalformedClaims.into()),
-    }
+    let cnf = match claims.get("cnf") {
+        None => return Ok((None, None)),
+        Some(Value::Object(cnf)) => cnf,
+        Some(_) => return Err(DenyReason::MalformedClaims.into()),
+    };
+    let member = |name: &str, on: bool| match (on, cnf.get(name)) {
+        (false, _) | (true, None) => Ok(None),
+        (true, Some(Value::String(value))) => Ok(Some(value.as_str())),
+        (true, Some(_)) => Err(Deny::from(DenyReason::MalformedClaims)),
+    };
+    Ok((
+        member("x5t#S256", mtls != PopMtls::Off)?,
+        member("jkt", dpop != DpopMode::Off)?,
+    ))
 }
 
 /// Whether `typ` is one of the accepted values (case-insensitive, `application/` optional as

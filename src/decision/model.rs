@@ -70,6 +70,8 @@ pub struct CheckRequest {
     pub method: Option<String>,
     /// Host, possibly with a port, if the proxy told.
     pub host: Option<String>,
+    /// `http` or `https`: the original request's scheme, if the proxy told (for DPoP `htu`).
+    pub scheme: Option<String>,
     /// Path and query of the original request, if the proxy told.
     pub path: Option<String>,
     /// Every `Authorization` header value, in order.
@@ -105,6 +107,7 @@ impl CheckRequest {
             frontend,
             method: None,
             host: None,
+            scheme: None,
             path: None,
             authorization: Vec::new(),
             header_names: Vec::new(),
@@ -123,6 +126,7 @@ impl CheckRequest {
         Self {
             method: None,
             host: None,
+            scheme: None,
             path: None,
             client: None,
             client_cert: None,
@@ -135,6 +139,7 @@ impl CheckRequest {
         Self {
             method: Some("GET".to_owned()),
             host: Some("api.example.com".to_owned()),
+            scheme: Some("https".to_owned()),
             path: Some("/".to_owned()),
             ..Self::new(Frontend::ForwardAuth)
         }
@@ -221,6 +226,23 @@ pub enum DenyReason {
     MissingClaim,
     /// `exp - iat` is longer than `max_token_lifetime`.
     LifetimeTooLong,
+    /// The DPoP proof is missing, malformed, or does not fit the request or the token (RFC 9449
+    /// §4.3).
+    InvalidDpopProof,
+    /// The DPoP proof's `jti` was used before, inside the proof window.
+    DpopProofReplayed,
+    /// The DPoP proof's key is not the one the token is bound to (`cnf.jkt`).
+    DpopKeyMismatch,
+    /// A bearer token where DPoP is required, or a DPoP-bound token (`cnf.jkt`) presented as a
+    /// bearer token.
+    DpopRequired,
+    /// `Authorization: DPoP` with a token that is not DPoP-bound, or of an issuer without DPoP.
+    DpopUnboundToken,
+    /// The introspection endpoint says the token is not active (RFC 7662 §2.2).
+    InactiveToken,
+    /// The introspection endpoint is unreachable, slow, failing, refused authgate's client, or
+    /// its call budget is spent.
+    IntrospectionUnavailable,
 }
 
 /// How a denial is presented; `deny.rs` maps each kind once to every protocol's answer.
@@ -232,6 +254,8 @@ pub enum DenyKind {
     InvalidToken,
     /// Malformed request: 400 `invalid_request`.
     InvalidRequest,
+    /// A bad DPoP proof: 401 `invalid_dpop_proof` (RFC 9449 §7.1).
+    InvalidDpopProof,
     /// Token lacks scope or claims: 403 `insufficient_scope`.
     InsufficientScope,
     /// Policy says no: 403 without an error code.
@@ -242,10 +266,11 @@ pub enum DenyKind {
 
 impl DenyKind {
     /// Every kind, for exhaustive tests.
-    pub const ALL: [DenyKind; 6] = [
+    pub const ALL: [DenyKind; 7] = [
         DenyKind::Unauthenticated,
         DenyKind::InvalidToken,
         DenyKind::InvalidRequest,
+        DenyKind::InvalidDpopProof,
         DenyKind::InsufficientScope,
         DenyKind::Forbidden,
         DenyKind::Unavailable,
@@ -254,7 +279,7 @@ impl DenyKind {
 
 impl DenyReason {
     /// Every reason, for exhaustive tests and documentation.
-    pub const ALL: [DenyReason; 37] = [
+    pub const ALL: [DenyReason; 44] = [
         DenyReason::MissingToken,
         DenyReason::EmptyToken,
         DenyReason::MultipleTokens,
@@ -292,6 +317,13 @@ impl DenyReason {
         DenyReason::UnboundToken,
         DenyReason::MissingClaim,
         DenyReason::LifetimeTooLong,
+        DenyReason::InvalidDpopProof,
+        DenyReason::DpopProofReplayed,
+        DenyReason::DpopKeyMismatch,
+        DenyReason::DpopRequired,
+        DenyReason::DpopUnboundToken,
+        DenyReason::InactiveToken,
+        DenyReason::IntrospectionUnavailable,
     ];
 
     /// The metric label.
@@ -335,6 +367,13 @@ impl DenyReason {
             UnboundToken => "unbound_token",
             MissingClaim => "missing_claim",
             LifetimeTooLong => "token_lifetime_too_long",
+            InvalidDpopProof => "invalid_dpop_proof",
+            DpopProofReplayed => "dpop_proof_replayed",
+            DpopKeyMismatch => "dpop_key_mismatch",
+            DpopRequired => "dpop_required",
+            DpopUnboundToken => "dpop_unbound_token",
+            InactiveToken => "inactive_token",
+            IntrospectionUnavailable => "introspection_unavailable",
         }
     }
 
@@ -352,9 +391,9 @@ impl DenyReason {
             | MalformedClaims | UnknownIssuer | IssuerNotAllowed | WrongTokenType
             | MissingExpiry | Expired | NotYetValid | IssuedInFuture | WrongAudience
             | UnknownKey | AmbiguousKey | KeyAlgorithmMismatch | BadSignature
-            | CertificateMismatch | UnboundToken | MissingClaim | LifetimeTooLong => {
-                DenyKind::InvalidToken
-            }
+            | CertificateMismatch | UnboundToken | MissingClaim | LifetimeTooLong
+            | DpopRequired | DpopUnboundToken | InactiveToken => DenyKind::InvalidToken,
+            InvalidDpopProof | DpopProofReplayed | DpopKeyMismatch => DenyKind::InvalidDpopProof,
             InsufficientScope | ClaimMismatch => DenyKind::InsufficientScope,
             RouteDenied => DenyKind::Forbidden,
             KeysUnavailable
@@ -362,7 +401,8 @@ impl DenyReason {
             | Overloaded
             | InternalError
             | TokenEndpointUnavailable
-            | PasswordRateLimited => DenyKind::Unavailable,
+            | PasswordRateLimited
+            | IntrospectionUnavailable => DenyKind::Unavailable,
         }
     }
 
@@ -372,7 +412,8 @@ impl DenyReason {
             DenyReason::Overloaded | DenyReason::InternalError => Some(1),
             DenyReason::KeysUnavailable
             | DenyReason::DeadlineExceeded
-            | DenyReason::TokenEndpointUnavailable => Some(5),
+            | DenyReason::TokenEndpointUnavailable
+            | DenyReason::IntrospectionUnavailable => Some(5),
             DenyReason::PasswordRateLimited => Some(60),
             _ => None,
         }
@@ -396,6 +437,9 @@ pub struct Deny {
     pub retry_after: Option<u64>,
     /// A 401 also offers HTTP Basic (an issuer accepts the password method).
     pub basic_challenge: bool,
+    /// The request presented its token with the `DPoP` scheme: the error goes on the `DPoP`
+    /// challenge.
+    pub dpop_scheme: bool,
 }
 
 impl Deny {
@@ -406,6 +450,7 @@ impl Deny {
             scope: None,
             retry_after: reason.retry_after(),
             basic_challenge: false,
+            dpop_scheme: false,
         }
     }
 

@@ -99,9 +99,8 @@ struct Inner {
     client: Option<ClientConfig>,
     config: PasswordGrantConfig,
     fetch: KeyCacheConfig,
-    http: OnceLock<Option<reqwest::Client>>,
-    /// The token endpoint once discovery gave it.
-    endpoint: Mutex<Option<String>>,
+    /// The token endpoint.
+    endpoint: Endpoint,
     /// The key of the HMAC that names results and users, made at start.
     key: hmac::Key,
     results: quick_cache::sync::Cache<[u8; 32], Slot>,
@@ -118,21 +117,19 @@ impl PasswordGrant {
     /// The grant of `issuer` (which names the client), within `config`'s bounds and with the
     /// fetch timeouts and body cap of `fetch`. Nothing is fetched until the first exchange.
     pub fn new(issuer: IssuerConfig, config: PasswordGrantConfig, fetch: KeyCacheConfig) -> Self {
-        let rng = aws_lc_rs::rand::SystemRandom::new();
-        // Without randomness for the key nothing here can be trusted: an all-zero key still
-        // keeps passwords out of memory, and the results stay per process.
-        let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)
-            .unwrap_or_else(|_| hmac::Key::new(hmac::HMAC_SHA256, &[0; 32]));
         let capacity = config.cache_capacity;
         Self {
             inner: Arc::new(Inner {
                 client: issuer.client.clone(),
+                endpoint: Endpoint::new(
+                    "token_endpoint",
+                    "password grant",
+                    issuer.token_endpoint.clone(),
+                ),
                 issuer,
                 config,
                 fetch,
-                http: OnceLock::new(),
-                endpoint: Mutex::new(None),
-                key,
+                key: random_hmac_key(),
                 results: quick_cache::sync::Cache::new(capacity),
                 users: quick_cache::sync::Cache::new(capacity),
             }),
@@ -198,17 +195,97 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl Inner {
-    /// The HMAC of `parts`, each preceded by its length so that no two inputs collide.
-    fn name(&self, parts: &[&[u8]]) -> [u8; 32] {
-        let mut context = hmac::Context::with_key(&self.key);
-        for part in parts {
-            context.update(&(part.len() as u64).to_be_bytes());
-            context.update(part);
+/// A key for naming secrets in memory, made at start. Without randomness nothing here can be
+/// trusted: an all-zero key still keeps secrets out of memory, and names stay per process.
+pub(crate) fn random_hmac_key() -> hmac::Key {
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    hmac::Key::generate(hmac::HMAC_SHA256, &rng)
+        .unwrap_or_else(|_| hmac::Key::new(hmac::HMAC_SHA256, &[0; 32]))
+}
+
+/// The HMAC of `parts` under `key`, each part preceded by its length so that no two inputs
+/// collide.
+pub(crate) fn keyed_name(key: &hmac::Key, parts: &[&[u8]]) -> [u8; 32] {
+    let mut context = hmac::Context::with_key(key);
+    for part in parts {
+        context.update(&(part.len() as u64).to_be_bytes());
+        context.update(part);
+    }
+    let mut name = [0u8; 32];
+    name.copy_from_slice(context.sign().as_ref());
+    name
+}
+
+/// One endpoint of an issuer that authgate calls as its client (token, introspection): the
+/// HTTP client is built at first use, the URL is configured or found by discovery once.
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    /// The discovery document's field that names it.
+    field: &'static str,
+    /// What calls it, for log lines.
+    what: &'static str,
+    http: OnceLock<Option<reqwest::Client>>,
+    /// The configured URL, else the one discovery gave.
+    url: Mutex<Option<String>>,
+}
+
+impl Endpoint {
+    pub(crate) fn new(field: &'static str, what: &'static str, configured: Option<String>) -> Self {
+        Self {
+            field,
+            what,
+            http: OnceLock::new(),
+            url: Mutex::new(configured),
         }
-        let mut name = [0u8; 32];
-        name.copy_from_slice(context.sign().as_ref());
-        name
+    }
+
+    /// The HTTP client, with `fetch`'s timeouts.
+    pub(crate) fn http(&self, fetch: &KeyCacheConfig) -> Option<&reqwest::Client> {
+        let what = self.what;
+        self.http
+            .get_or_init(|| match http_client(fetch) {
+                Ok(client) => Some(client),
+                Err(error) => {
+                    let error = &error as &dyn std::error::Error;
+                    tracing::error!(error, "{what}: cannot build the HTTP client");
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    /// The URL: configured, or from `issuer`'s discovery document (remembered once found).
+    pub(crate) async fn url(
+        &self,
+        http: &reqwest::Client,
+        issuer: &IssuerConfig,
+        fetch: &KeyCacheConfig,
+    ) -> Option<String> {
+        if let Some(url) = lock(&self.url).clone() {
+            return Some(url);
+        }
+        let found = match discovery_document(http, issuer, fetch.max_body_bytes).await {
+            Ok((url, doc)) => discovered_url(&url, &doc, self.field, issuer),
+            Err(error) => Err(error),
+        };
+        match found {
+            Ok(url) => {
+                *lock(&self.url) = Some(url.clone());
+                Some(url)
+            }
+            Err(error) => {
+                let error = &error as &dyn std::error::Error;
+                let (what, field) = (self.what, self.field);
+                tracing::warn!(issuer = %issuer.issuer, error, "{what}: no {field}");
+                None
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn name(&self, parts: &[&[u8]]) -> [u8; 32] {
+        keyed_name(&self.key, parts)
     }
 
     fn is_fresh(&self, outcome: &Outcome) -> bool {
@@ -247,48 +324,6 @@ impl Inner {
         true
     }
 
-    fn http(&self) -> Option<&reqwest::Client> {
-        self.http
-            .get_or_init(|| match http_client(&self.fetch) {
-                Ok(client) => Some(client),
-                Err(error) => {
-                    let error = &error as &dyn std::error::Error;
-                    tracing::error!(error, "password grant: cannot build the HTTP client");
-                    None
-                }
-            })
-            .as_ref()
-    }
-
-    /// The token endpoint: configured, or from discovery (remembered once found).
-    async fn token_endpoint(&self, http: &reqwest::Client) -> Option<String> {
-        if let Some(endpoint) = &self.issuer.token_endpoint {
-            return Some(endpoint.clone());
-        }
-        if let Some(endpoint) = lock(&self.endpoint).clone() {
-            return Some(endpoint);
-        }
-        let found = match discovery_document(http, &self.issuer, self.fetch.max_body_bytes).await {
-            Ok((url, doc)) => discovered_url(&url, &doc, "token_endpoint", &self.issuer),
-            Err(error) => Err(error),
-        };
-        match found {
-            Ok(endpoint) => {
-                *lock(&self.endpoint) = Some(endpoint.clone());
-                Some(endpoint)
-            }
-            Err(error) => {
-                let error = &error as &dyn std::error::Error;
-                tracing::warn!(
-                    issuer = %self.issuer.issuer,
-                    error,
-                    "password grant: no token endpoint"
-                );
-                None
-            }
-        }
-    }
-
     /// One exchange at the token endpoint.
     async fn exchange(self: Arc<Self>, user: String, password: String) -> Outcome {
         let started = Instant::now();
@@ -304,10 +339,11 @@ impl Inner {
 
     async fn request(&self, user: &str, password: &str, started: Instant) -> Outcome {
         let issuer = self.issuer.issuer.as_str();
-        let (Some(http), Some(client)) = (self.http(), self.client.as_ref()) else {
+        let (Some(http), Some(client)) = (self.endpoint.http(&self.fetch), self.client.as_ref())
+        else {
             return Outcome::Unavailable;
         };
-        let Some(endpoint) = self.token_endpoint(http).await else {
+        let Some(endpoint) = self.endpoint.url(http, &self.issuer, &self.fetch).await else {
             return Outcome::Unavailable;
         };
         let credentials = match client_auth::credentials(client, &endpoint) {

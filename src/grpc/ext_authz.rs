@@ -53,7 +53,7 @@ impl ExtAuthzServer {
         };
         match decider.decide(&check).await {
             Decision::Allow(allow) => Reply::Allow(allow),
-            Decision::Deny(deny) => Reply::Message(deny_response(&deny, &config.http.realm)),
+            Decision::Deny(deny) => Reply::Message(deny_response(&deny, decider.challenges())),
         }
     }
 }
@@ -145,6 +145,7 @@ fn to_check_request(
     }
     check.method = Some(http.method.to_ascii_uppercase()).filter(|m| !m.is_empty());
     check.host = Some(http.host.clone()).filter(|h| !h.is_empty());
+    check.scheme = Some(http.scheme.to_ascii_lowercase()).filter(|s| !s.is_empty());
     check.path = Some(http.path.clone());
     check.authorization = authorization;
     check.header_names = header_names;
@@ -169,8 +170,8 @@ fn header(key: &str, value: &str) -> HeaderValueOption {
     }
 }
 
-fn deny_response(deny: &Deny, realm: &str) -> CheckResponse {
-    let answer = deny::answer(deny, Frontend::Grpc, realm);
+fn deny_response(deny: &Deny, challenges: &deny::Challenges) -> CheckResponse {
+    let answer = deny::answer(deny, Frontend::Grpc, challenges);
     let mut headers = vec![
         header("content-type", "text/plain; charset=utf-8"),
         header("cache-control", "no-store"),
