@@ -1,7 +1,8 @@
 // A real OpenID provider for authgate's end-to-end suite: `oidc-provider` (v9) on 127.0.0.1,
 // issuing JWT access tokens through the client credentials grant with resource indicators
 // (RFC 8707). Each resource names the audience and the signing algorithm of its tokens, so one
-// IdP issues RS256, PS256, ES256 and EdDSA tokens.
+// IdP issues RS256, PS256, ES256 and EdDSA tokens; the urn:authgate:opaque* resources issue
+// opaque tokens instead, for authgate's token introspection (RFC 7662).
 //
 //   node idp.mjs --port P --keys FILE --client-key FILE [--rotate]
 //
@@ -30,8 +31,25 @@
 // KEYS.stats.json).
 //
 // Resources: urn:authgate:{rs256,ps256,es256,eddsa} (audience = the resource, 1 h tokens),
-// urn:authgate:short (audience urn:authgate:rs256, RS256, 2 s tokens: for expiry checks) and
-// urn:other (audience urn:other, RS256: a token for someone else).
+// urn:authgate:short (audience urn:authgate:rs256, RS256, 2 s tokens: for expiry checks),
+// urn:other (audience urn:other, RS256: a token for someone else), urn:authgate:opaque
+// (OPAQUE tokens, audience urn:authgate:rs256, 1 h) and urn:authgate:opaque-short (the same,
+// 2 s tokens). Opaque tokens live in the IdP's memory only: a restart forgets them.
+//
+// Token introspection (RFC 7662, POST /token/introspection) and revocation (RFC 7009, POST
+// /token/revocation; see the discovery document) are on. Any authenticated (confidential)
+// client may introspect or revoke any client's token: authgate introspects as kong
+// (private_key_jwt) or e2e-client (client_secret_basic), whoever the token was issued to. Only
+// opaque tokens can be introspected or revoked (oidc-provider answers unsupported_token_type
+// for a JWT). The answer holds active, iss, aud, exp, iat, scope, client_id, token_type and, for
+// bound tokens, cnf; no sub for client credentials tokens (they have no user), no jti (it is the
+// token itself), and just {"active":false} for an unknown, expired or revoked token.
+//
+// DPoP (RFC 9449, oidc-provider's features.dPoP): a token request with a `DPoP: <proof>`
+// header (ES256 or EdDSA) gets token_type DPoP and a token bound to the proof's key: cnf.jkt in
+// the JWT, or in the introspection answer of an opaque token. Nonces are off (no DPoP-Nonce);
+// the proof's iat must be within 5 min either way, its jti is not reusable (per client), ath is
+// not checked at the token endpoint. client.mjs makes keys, proofs and tokens.
 // Prints one line `idp ready <issuer> kids=<kid,...>` when it listens; exits 0 on SIGTERM.
 
 import * as crypto from 'node:crypto';
@@ -73,6 +91,8 @@ const RESOURCES = {
   'urn:authgate:eddsa': { alg: 'EdDSA' },
   'urn:authgate:short': { alg: 'RS256', audience: 'urn:authgate:rs256', ttl: 2 },
   'urn:other': { alg: 'RS256' },
+  'urn:authgate:opaque': { format: 'opaque', audience: 'urn:authgate:rs256' },
+  'urn:authgate:opaque-short': { format: 'opaque', audience: 'urn:authgate:rs256', ttl: 2 },
 };
 
 function newKid() {
@@ -126,6 +146,10 @@ const stats = fs.existsSync(statsFile)
   ? JSON.parse(fs.readFileSync(statsFile, 'utf8'))
   : { password_grants: 0, last_password_client: null };
 
+function confidentialCaller(ctx, client) {
+  return client.clientAuthMethod !== 'none';
+}
+
 const configuration = {
   clients: [
     {
@@ -165,7 +189,12 @@ const configuration = {
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
-    introspection: { enabled: false },
+    // Sender-constrained tokens (RFC 9449) for a token request that carries a DPoP proof. No
+    // nonceSecret: no DPoP-Nonce is ever asked for (requireNonce false, nonces unsupported).
+    dPoP: { enabled: true, requireNonce: () => false, allowReplay: false },
+    // Any client that authenticated (none here is public) may introspect or revoke any
+    // client's token; the defaults refuse to revoke another client's token.
+    introspection: { enabled: true, allowedPolicy: confidentialCaller },
     mTLS: {
       enabled: true,
       certificateBoundAccessTokens: true,
@@ -180,7 +209,7 @@ const configuration = {
         }
       },
     },
-    revocation: { enabled: false },
+    revocation: { enabled: true, allowedPolicy: confidentialCaller },
     resourceIndicators: {
       enabled: true,
       // No resource parameter: no resource server, an opaque token (not used by the suite).
@@ -194,9 +223,9 @@ const configuration = {
         return {
           scope: SCOPE,
           audience: resource.audience ?? resourceIndicator,
-          accessTokenFormat: 'jwt',
+          accessTokenFormat: resource.format ?? 'jwt',
           ...(resource.ttl ? { accessTokenTTL: resource.ttl } : {}),
-          jwt: { sign: { alg: resource.alg } },
+          ...(resource.alg ? { jwt: { sign: { alg: resource.alg } } } : {}),
         };
       },
     },
@@ -206,7 +235,7 @@ const configuration = {
     idTokenSigningAlgValues: ['RS256', 'PS256', 'ES256', 'EdDSA'],
   },
   ttl: {
-    // The resource server's accessTokenTTL when it has one (urn:authgate:short), else 1 h.
+    // The resource server's accessTokenTTL when it has one (the *short ones), else 1 h.
     ClientCredentials: (ctx, token) => token.resourceServer?.accessTokenTTL ?? 3600,
     // The password grant's tokens: the same rule.
     AccessToken: (ctx, token) => token.resourceServer?.accessTokenTTL ?? 3600,
