@@ -132,6 +132,13 @@ struct Settings {
     /// Merged into the claims of issued tokens (`null` removes a claim).
     token_claims_patch: Value,
     token_requests: Vec<TokenRequest>,
+    /// Opaque tokens the introspection endpoint knows, with their claims.
+    opaque: std::collections::HashMap<String, Value>,
+    /// Tokens (opaque or JWT) the introspection endpoint calls inactive.
+    revoked: std::collections::HashSet<String>,
+    introspection_fault: Fault,
+    introspection_delay: Duration,
+    introspection_requests: Vec<TokenRequest>,
 }
 
 /// What one endpoint has seen.
@@ -152,6 +159,7 @@ struct Shared {
     jwks: Arc<Traffic>,
     discovery: Arc<Traffic>,
     token: Arc<Traffic>,
+    introspection: Arc<Traffic>,
 }
 
 impl Shared {
@@ -202,15 +210,22 @@ impl TestIdp {
                 token_delay: Duration::ZERO,
                 token_claims_patch: json!({}),
                 token_requests: Vec::new(),
+                opaque: std::collections::HashMap::new(),
+                revoked: std::collections::HashSet::new(),
+                introspection_fault: Fault::None,
+                introspection_delay: Duration::ZERO,
+                introspection_requests: Vec::new(),
             }),
             jwks: Arc::default(),
             discovery: Arc::default(),
             token: Arc::default(),
+            introspection: Arc::default(),
         });
         let router = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/jwks", get(jwks))
             .route("/token", axum::routing::post(token))
+            .route("/introspect", axum::routing::post(introspect))
             .with_state(Arc::clone(&shared));
         let listener = listener.tap_io(|tcp| {
             // Small JSON answers should not wait for Nagle; failing to set it only slows them.
@@ -244,6 +259,44 @@ impl TestIdp {
     /// `{issuer}/token`.
     pub(crate) fn token_endpoint(&self) -> String {
         format!("{}/token", self.shared.issuer)
+    }
+
+    /// `{issuer}/introspect`, the discovery document's `introspection_endpoint`.
+    pub(crate) fn introspection_endpoint(&self) -> String {
+        format!("{}/introspect", self.shared.issuer)
+    }
+
+    /// A new opaque token (random, not a JWS) that the introspection endpoint calls active with
+    /// `claims` (`iss` added when absent).
+    pub(crate) fn issue_opaque(&self, mut claims: Value) -> String {
+        use base64::Engine as _;
+        let bytes: [u8; 24] = std::array::from_fn(|_| fastrand::u8(..));
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        if let Some(c) = claims.as_object_mut() {
+            c.entry("iss").or_insert_with(|| json!(self.shared.issuer));
+        }
+        self.shared.settings().opaque.insert(token.clone(), claims);
+        token
+    }
+
+    /// From now on the introspection endpoint calls `token` inactive.
+    pub(crate) fn revoke(&self, token: &str) {
+        self.shared.settings().revoked.insert(token.to_owned());
+    }
+
+    /// Makes the introspection endpoint misbehave.
+    pub(crate) fn set_introspection_fault(&self, fault: Fault) {
+        self.shared.settings().introspection_fault = fault;
+    }
+
+    /// Delays the introspection endpoint's answers.
+    pub(crate) fn set_introspection_delay(&self, delay: Duration) {
+        self.shared.settings().introspection_delay = delay;
+    }
+
+    /// Every request the introspection endpoint received.
+    pub(crate) fn introspection_requests(&self) -> Vec<TokenRequest> {
+        self.shared.settings().introspection_requests.clone()
     }
 
     /// Makes the token endpoint misbehave (`Fault::Status` answers that status with
@@ -490,6 +543,7 @@ async fn discovery(State(shared): State<Arc<Shared>>) -> Response {
         "issuer": issuer,
         "jwks_uri": jwks_uri,
         "token_endpoint": format!("{}/token", shared.issuer),
+        "introspection_endpoint": format!("{}/introspect", shared.issuer),
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
@@ -591,6 +645,59 @@ async fn token(
         }))
         .expect("json"),
     ))
+}
+
+/// Token introspection (RFC 7662) for the opaque tokens a test issued (active with their
+/// claims) and for JWTs (active unless revoked; oidc-provider would refuse those, Keycloak
+/// answers them), recording every request. Client authentication is recorded, not checked.
+async fn introspect(
+    State(shared): State<Arc<Shared>>,
+    headers: http::HeaderMap,
+    body: String,
+) -> Response {
+    let pending = Pending::arrived(&shared.introspection);
+    let request = TokenRequest {
+        authorization: headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        form: form_urlencoded::parse(body.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect(),
+    };
+    let (delay, down, fault, answer) = {
+        let mut settings = shared.settings();
+        settings.introspection_requests.push(request.clone());
+        let token = request.param("token").unwrap_or("");
+        let answer = if settings.revoked.contains(token) {
+            json!({"active": false})
+        } else if let Some(claims) = settings.opaque.get(token) {
+            let mut answer = claims.clone();
+            answer["active"] = json!(true);
+            answer
+        } else if token.matches('.').count() == 2 {
+            json!({"active": true})
+        } else {
+            json!({"active": false})
+        };
+        (
+            settings.introspection_delay,
+            settings.down,
+            settings.introspection_fault.clone(),
+            answer,
+        )
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if down {
+        return pending.answer(unavailable());
+    }
+    let bodies = FaultBodies {
+        malformed: br#"{"active":tr"#,
+        wrong_shape: br#"{"active":"yes"}"#,
+    };
+    pending.answer(self::answer(&fault, &answer, &bodies, None))
 }
 
 async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
