@@ -127,6 +127,8 @@ struct Case {
     except: Vec<(Mouth, Expect)>,
     /// A `kid` the key set lacks: one refetch is allowed (once per cooldown).
     may_fetch: bool,
+    /// `DPoP` proof header values, one header each, in order.
+    dpop: Vec<Vec<u8>>,
 }
 
 impl Case {
@@ -236,7 +238,9 @@ struct World {
 
 fn matrix_config(issuer: &str) -> String {
     format!(
-        "issuers: [{{issuer: \"{issuer}\"}}]\naudiences: [{TEST_AUDIENCE}]\nrequired_typ: [at+jwt]\n\
+        "issuers: [{{issuer: \"{issuer}\", dpop: optional, client_id: matrix, client_secret: s, \
+         introspection: {{enabled: true, endpoint: \"{issuer}/introspect\"}}}}]\n\
+         audiences: [{TEST_AUDIENCE}]\nrequired_typ: [at+jwt]\n\
          token: {{query: {{enabled: true}}}}\nkeys: {{unknown_kid_cooldown: 1h}}\n{ROUTES}"
     )
 }
@@ -350,6 +354,11 @@ impl World {
                     host: Some(HOST.to_owned()),
                     path: Some(case.uri.clone()),
                     authorization: case.auth.clone(),
+                    token_headers: case
+                        .dpop
+                        .iter()
+                        .map(|v| (http::HeaderName::from_static("dpop"), v.clone()))
+                        .collect(),
                     ..CoreRequest::new(Frontend::ForwardAuth)
                 };
                 let label = match self.core.decide(&request).await {
@@ -360,26 +369,37 @@ impl World {
                 (Expect::Decided(label), status_for(label, mouth).0, None)
             }
             Mouth::ForwardAuth | Mouth::Nginx | Mouth::EnvoyHttp => {
+                let proofs = case.dpop.iter().map(|v| ("DPoP", v.as_slice()));
                 let request = match mouth {
                     Mouth::ForwardAuth => http_request(
                         b"/auth",
                         &[
-                            ("X-Forwarded-Method", b"GET"),
+                            ("X-Forwarded-Method", b"GET".as_slice()),
                             ("X-Forwarded-Host", HOST.as_bytes()),
                             ("X-Forwarded-Uri", uri),
-                        ],
+                        ]
+                        .into_iter()
+                        .chain(proofs)
+                        .collect::<Vec<_>>(),
                         &case.auth,
                     ),
                     Mouth::Nginx => http_request(
                         b"/auth/nginx",
                         &[
-                            ("X-Original-Method", b"GET"),
+                            ("X-Original-Method", b"GET".as_slice()),
                             ("X-Original-Host", HOST.as_bytes()),
                             ("X-Original-URI", uri),
-                        ],
+                        ]
+                        .into_iter()
+                        .chain(proofs)
+                        .collect::<Vec<_>>(),
                         &case.auth,
                     ),
-                    _ => http_request(&[b"/envoy", uri].concat(), &[], &case.auth),
+                    _ => http_request(
+                        &[b"/envoy", uri].concat(),
+                        &proofs.collect::<Vec<_>>(),
+                        &case.auth,
+                    ),
                 };
                 let before = self.metrics().await;
                 let (status, _) = raw_http(http, &request).await;
@@ -408,7 +428,7 @@ impl World {
                 let before = self.metrics().await;
                 let response = self
                     .grpc
-                    .check(envoy_check(&case.uri, &case.auth))
+                    .check(envoy_check_dpop(&case.uri, &case.auth, &case.dpop))
                     .await
                     .unwrap_or_else(|s| panic!("{}: Check failed as an RPC: {s}", case.name))
                     .into_inner();
@@ -449,11 +469,36 @@ fn case(
         expect: Expect::Decided(expect),
         except: Vec::new(),
         may_fetch: false,
+        dpop: Vec::new(),
     }
 }
 
 fn bearer(token: &str) -> Vec<Vec<u8>> {
     vec![format!("Bearer {token}").into_bytes()]
+}
+
+/// `envoy_check` with the `dpop` header values (text ones only, repeats joined with `,` as
+/// Envoy joins them).
+fn envoy_check_dpop(
+    uri: &str,
+    auth: &[Vec<u8>],
+    dpop: &[Vec<u8>],
+) -> envoy_types::pb::envoy::service::auth::v3::CheckRequest {
+    let mut request = envoy_check(uri, auth);
+    let values: Vec<String> = dpop
+        .iter()
+        .filter_map(|v| String::from_utf8(v.clone()).ok())
+        .collect();
+    if !values.is_empty()
+        && let Some(http) = request
+            .attributes
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+            .and_then(|r| r.http.as_mut())
+    {
+        http.headers.insert("dpop".to_owned(), values.join(","));
+    }
+    request
 }
 
 /// Every class of hostile input the issue lists, as cases.
@@ -597,7 +642,8 @@ fn cases(w: &World) -> Vec<Case> {
     ));
     v.push(at(
         &format!("/api/items?access_token={}", "%FF".repeat(4)),
-        case(t, "query token of invalid UTF-8", vec![], "malformed_token"),
+        // Not three segments: opaque, so introspected; the IdP knows no such token.
+        case(t, "query token of invalid UTF-8", vec![], "inactive_token"),
     ));
     v.push(case(
         t,
@@ -652,24 +698,26 @@ fn cases(w: &World) -> Vec<Case> {
     let f = "format";
     let (h, rest) = good.split_once('.').unwrap();
     let (p, s) = rest.split_once('.').unwrap();
-    v.push(case(f, "one segment", bearer(h), "malformed_token"));
+    // A token that is not three segments is opaque: introspected (the matrix issuer has
+    // introspection on), and the IdP knows no such token.
+    v.push(case(f, "one segment", bearer(h), "inactive_token"));
     v.push(case(
         f,
         "two segments",
         bearer(&format!("{h}.{p}")),
-        "malformed_token",
+        "inactive_token",
     ));
     v.push(case(
         f,
         "four segments",
         bearer(&format!("{good}.{s}")),
-        "malformed_token",
+        "inactive_token",
     ));
     v.push(case(
         f,
         "five segments (JWE)",
         bearer(&format!("{h}.{p}.{s}.{s}.{s}")),
-        "malformed_token",
+        "inactive_token",
     ));
     v.push(case(
         f,
@@ -706,7 +754,7 @@ fn cases(w: &World) -> Vec<Case> {
         f,
         "only dots",
         bearer(&".".repeat(4000)),
-        "malformed_token",
+        "inactive_token",
     ));
     v.push(case(
         f,
@@ -1320,7 +1368,190 @@ fn cases(w: &World) -> Vec<Case> {
         .except
         .push((Mouth::Core, Expect::Decided("ambiguous_path")));
     v.push(non_ascii);
+    v.extend(dpop_cases(w));
+    v.extend(introspection_cases(w));
     v
+}
+
+/// DPoP (RFC 9449): tokens bound to the `ec` key's thumbprint, proofs broken in every way a
+/// client or an attacker could break one. Every proof here fails before its `jti` would be
+/// remembered, so each mouth sees the same case afresh.
+fn dpop_cases(w: &World) -> Vec<Case> {
+    let d = "dpop";
+    let jkt = authgate::dpop::thumbprint(w.ec.public_jwk().as_object().unwrap()).unwrap();
+    let mut bound_claims = w.claims();
+    bound_claims["cnf"] = json!({"jkt": jkt});
+    let bound = w.rsa.sign_jwt(&bound_claims).unwrap();
+    let unbound = w.token();
+    let dpop = |token: &str| vec![format!("DPoP {token}").into_bytes()];
+    let ath = URL_SAFE_NO_PAD.encode(<sha2::Sha256 as sha2::Digest>::digest(bound.as_bytes()));
+    let claims = json!({
+        "jti": "matrix", "htm": "GET", "htu": "https://evil.example.com/api/items",
+        "iat": now(), "ath": ath,
+    });
+    let header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": w.ec.public_jwk()});
+    let proof = |header: &Value, claims: &Value| w.ec.sign_with_header(header, claims).unwrap();
+    let with_header = |name: &str, value: Value| {
+        let mut h = header.clone();
+        if value.is_null() {
+            h.as_object_mut().unwrap().remove(name);
+        } else {
+            h[name] = value;
+        }
+        h
+    };
+    let mut private = header.clone();
+    private["jwk"]["d"] = json!("AAAA");
+    let with_proofs = |mut c: Case, proofs: Vec<Vec<u8>>| {
+        c.dpop = proofs;
+        c
+    };
+    let invalid = "invalid_dpop_proof";
+    vec![
+        case(d, "bound token as bearer", bearer(&bound), "dpop_required"),
+        case(d, "DPoP scheme without a proof", dpop(&bound), invalid),
+        case(
+            d,
+            "DPoP scheme with nothing after it",
+            vec![b"DPoP ".to_vec()],
+            "empty_token",
+        ),
+        with_proofs(
+            case(
+                d,
+                "unbound token with the DPoP scheme",
+                dpop(&unbound),
+                "dpop_unbound_token",
+            ),
+            vec![proof(&header, &claims).into_bytes()],
+        ),
+        with_proofs(
+            case(d, "proof that is not a JWS", dpop(&bound), invalid),
+            vec![b"garbage".to_vec()],
+        ),
+        with_proofs(
+            case(d, "proof for another URI", dpop(&bound), invalid),
+            vec![proof(&header, &claims).into_bytes()],
+        ),
+        with_proofs(
+            case(d, "proof naming its key by jku", dpop(&bound), invalid),
+            vec![
+                proof(
+                    &with_header("jku", json!(w.bait_url)),
+                    &json!({"jti": "jku", "htm": "GET", "iat": now()}),
+                )
+                .into_bytes(),
+            ],
+        ),
+        with_proofs(
+            case(d, "proof without jwk", dpop(&bound), invalid),
+            vec![proof(&with_header("jwk", Value::Null), &claims).into_bytes()],
+        ),
+        with_proofs(
+            case(d, "proof with a private jwk", dpop(&bound), invalid),
+            vec![proof(&private, &claims).into_bytes()],
+        ),
+        with_proofs(
+            case(d, "proof with typ JWT", dpop(&bound), invalid),
+            vec![proof(&with_header("typ", json!("JWT")), &claims).into_bytes()],
+        ),
+        with_proofs(
+            case(d, "proof with alg none", dpop(&bound), invalid),
+            vec![
+                format!(
+                    "{}.{}.",
+                    b64(&serde_json::to_vec(&with_header("alg", json!("none"))).unwrap()),
+                    b64(&serde_json::to_vec(&claims).unwrap())
+                )
+                .into_bytes(),
+            ],
+        ),
+        with_proofs(
+            case(d, "proof over max_bytes", dpop(&bound), invalid),
+            vec![vec![b'a'; 5000]],
+        ),
+        with_proofs(
+            case(d, "two proofs", dpop(&bound), invalid),
+            vec![
+                proof(&header, &claims).into_bytes(),
+                proof(&header, &claims).into_bytes(),
+            ],
+        ),
+    ]
+}
+
+/// Introspection (RFC 7662): opaque tokens whose answers are hostile. The IdP's answers go
+/// through the JWT claim checks; none of these is ever allowed.
+fn introspection_cases(w: &World) -> Vec<Case> {
+    let i = "introspection";
+    let opaque = |edit: &dyn Fn(&mut Value)| {
+        let mut claims = w.claims();
+        edit(&mut claims);
+        w.idp.issue_opaque(claims)
+    };
+    let jkt = authgate::dpop::thumbprint(w.ec.public_jwk().as_object().unwrap()).unwrap();
+    vec![
+        case(
+            i,
+            "unknown opaque token",
+            bearer("aGVsbG8td29ybGQ"),
+            "inactive_token",
+        ),
+        case(
+            i,
+            "long unknown opaque token",
+            bearer(&"A".repeat(6000)),
+            "inactive_token",
+        ),
+        case(
+            i,
+            "active, right claims",
+            bearer(&opaque(&|_| {})),
+            "valid_token",
+        ),
+        case(
+            i,
+            "active for another audience",
+            bearer(&opaque(&|c| c["aud"] = json!("someone-else"))),
+            "wrong_audience",
+        ),
+        case(
+            i,
+            "active from another issuer",
+            bearer(&opaque(&|c| c["iss"] = json!("https://evil.example.com"))),
+            "unknown_issuer",
+        ),
+        case(
+            i,
+            "active but expired",
+            bearer(&opaque(&|c| c["exp"] = json!(now() - 600))),
+            "expired",
+        ),
+        case(
+            i,
+            "active with exp as text",
+            bearer(&opaque(&|c| c["exp"] = json!("tomorrow"))),
+            "malformed_claims",
+        ),
+        case(
+            i,
+            "active with a numeric scope",
+            bearer(&opaque(&|c| c["scope"] = json!(7))),
+            "malformed_claims",
+        ),
+        case(
+            i,
+            "active and DPoP-bound, as bearer",
+            bearer(&opaque(&|c| c["cnf"] = json!({"jkt": jkt}))),
+            "dpop_required",
+        ),
+        case(
+            i,
+            "active with cnf that is not an object",
+            bearer(&opaque(&|c| c["cnf"] = json!("bound"))),
+            "malformed_claims",
+        ),
+    ]
 }
 
 #[tokio::test]
@@ -1410,6 +1641,8 @@ async fn every_hostile_input_class_gets_the_same_fail_closed_answer_from_the_cor
         "claims",
         "signatures",
         "framing",
+        "dpop",
+        "introspection",
     ] {
         assert!(
             cases.iter().filter(|c| c.class == class).count() >= 10,

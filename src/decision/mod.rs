@@ -682,7 +682,12 @@ impl Decider {
         let cfg = &self.config;
         let jws = match parse_compact(token) {
             Ok(jws) => jws,
-            Err(FormatError::Shape(_)) if self.introspectors.iter().any(Option::is_some) => {
+            // Not three segments at all: an opaque token (a JWS with an empty segment is a
+            // broken JWT, never sent anywhere).
+            Err(FormatError::Shape(_))
+                if token.bytes().filter(|&b| b == b'.').count() != 2
+                    && self.introspectors.iter().any(Option::is_some) =>
+            {
                 let verified = self
                     .verify_opaque(token, requirements, route_req, now, started)
                     .await?;
