@@ -2,7 +2,8 @@
 //! It goes through the real decision core four ways: as the header of a forward-auth check on a
 //! scoped route, as an Envoy-joined header split back into credentials on an unrouted path, as the
 //! `access_token` query parameter, and as a bare token on the TokenService path; and straight
-//! into `parse_compact` and `split_joined_credentials`.
+//! into `parse_compact` and `split_joined_credentials`. The same bytes are also checked as a
+//! DPoP proof (RFC 9449) for a fixed request and access token.
 //!
 //! Invariants, for any input:
 //! - nothing panics;
@@ -13,7 +14,9 @@
 //!   nothing but speed);
 //! - a parsed JWS has exactly two dots, and its signing input and signature rebuild the token;
 //! - splitting joined credentials loses nothing but spaces and tabs around the commas it splits
-//!   at, and every credential is trimmed.
+//!   at, and every credential is trimmed;
+//! - a DPoP proof never holds for an access token its `ath` does not name; one that holds
+//!   yields its `jwk`'s thumbprint, and holds once only (seeds: `dpop-*`).
 #![no_main]
 
 use authgate::token::split_joined_credentials;
@@ -45,6 +48,7 @@ fuzz_target!(|data: &[u8]| {
     );
 
     check_split(data);
+    fixture.check_proof(data);
 
     let Ok(token) = std::str::from_utf8(token) else {
         return;

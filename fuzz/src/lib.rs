@@ -9,6 +9,7 @@ use authgate::config::parse_yaml;
 use authgate::decision::{
     CheckRequest, Decider, Decision, DenyReason, FixedClock, Frontend, TrustedIssuer,
 };
+use authgate::dpop::{ProofChecker, ProofError, ProofTarget};
 use authgate::keys::StaticKeys;
 use authgate::keys::jwk::parse_jwks;
 use tokio::runtime::Runtime;
@@ -85,6 +86,16 @@ routes:
       claims: [{claim: role, one_of: [ops, admin]}]
 "#;
 
+/// The access token DPoP proofs are checked against (their `ath` must hash it).
+pub const DPOP_ACCESS_TOKEN: &str = "fuzz-dpop-access-token";
+/// The request DPoP proofs are checked against: `GET https://api.fuzz.test/api/items`.
+pub const DPOP_TARGET: ProofTarget<'static> = ProofTarget {
+    method: Some("GET"),
+    scheme: Some("https"),
+    host: Some("api.fuzz.test"),
+    path: Some("/api/items?page=1"),
+};
+
 /// The path of the request whose route needs the `read` scope.
 pub const SCOPED_PATH: &str = "/api/items";
 /// A path no route matches: only the top-level requirements apply.
@@ -96,6 +107,8 @@ pub struct Fixture {
     runtime: Runtime,
     /// The decider under test.
     pub decider: Decider,
+    /// DPoP proofs, with the config's `dpop_proofs` bounds.
+    pub proofs: ProofChecker,
 }
 
 static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
@@ -140,8 +153,51 @@ impl Fixture {
             .expect("a current-thread runtime");
         Self {
             runtime,
+            proofs: ProofChecker::new(&config.dpop_proofs),
             decider: Decider::new(config, issuers, Arc::new(FixedClock::at(NOW))),
         }
+    }
+
+    /// Checks `proof` as a DPoP proof for [`DPOP_TARGET`] and [`DPOP_ACCESS_TOKEN`] at
+    /// [`NOW`], with the invariants: a proof bound to another access token never holds; one
+    /// that holds is a JWS whose `jwk` has the returned thumbprint, and the same proof again is
+    /// a replay.
+    pub fn check_proof(&self, proof: &[u8]) {
+        let other = self.proofs.check(proof, "another-token", DPOP_TARGET, NOW);
+        assert!(
+            matches!(other, Err(ProofError::Invalid(_))),
+            "a proof held for a token its ath does not name: {other:?}"
+        );
+        let Ok(thumbprint) = self
+            .proofs
+            .check(proof, DPOP_ACCESS_TOKEN, DPOP_TARGET, NOW)
+        else {
+            return;
+        };
+        let text = std::str::from_utf8(proof).expect("a proof that held is text");
+        let header_b64 = text.trim_matches(' ').split('.').next().unwrap_or("");
+        let header: serde_json::Value = serde_json::from_slice(
+            &base64::Engine::decode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                header_b64,
+            )
+            .expect("a proof that held has a base64url header"),
+        )
+        .expect("a proof that held has a JSON header");
+        let jwk = header["jwk"]
+            .as_object()
+            .expect("a proof that held has a jwk");
+        assert_eq!(
+            authgate::dpop::thumbprint(jwk).as_deref(),
+            Some(thumbprint.as_str()),
+            "the thumbprint is not the jwk's"
+        );
+        assert_eq!(
+            self.proofs
+                .check(proof, DPOP_ACCESS_TOKEN, DPOP_TARGET, NOW),
+            Err(ProofError::Replayed),
+            "a proof held twice"
+        );
     }
 
     /// Runs `decide` to completion.
