@@ -656,3 +656,103 @@ fn issuers_and_routes_may_have_their_own_claim_headers_in_one_table() {
         );
     }
 }
+
+#[test]
+fn dpop_introspection_and_resource_metadata_settings_are_read_and_checked() {
+    let cfg = validate(&format!(
+        "{}dpop_proofs: {{algorithms: [ES256], max_age: 30s}}\n\
+         resource_metadata: {{resource: https://api.example.com/v1, authorization_servers: [https://idp.example.com], scopes_supported: [read]}}\n",
+        issuer_with(
+            "dpop: required, client_id: rs, client_secret: s, introspection: {enabled: true, cache_ttl: 2m, max_calls_per_second: 5}, introspect_jwts: true"
+        )
+    ))
+    .expect("valid");
+    let issuer = &cfg.issuers[0];
+    assert_eq!(issuer.dpop, super::DpopMode::Required);
+    let introspection = issuer.introspection.as_ref().expect("on");
+    assert_eq!(introspection.cache_ttl, Duration::from_secs(120));
+    assert_eq!(introspection.max_calls_per_second, 5);
+    assert_eq!(introspection.endpoint, None, "from discovery");
+    assert!(issuer.introspect_jwts);
+    assert_eq!(cfg.dpop_proofs.algorithms, vec![Alg::ES256]);
+    assert_eq!(cfg.dpop_proofs.max_age, Duration::from_secs(30));
+    let metadata = cfg.resource_metadata.as_ref().expect("configured");
+    assert_eq!(
+        metadata.url,
+        "https://api.example.com/.well-known/oauth-protected-resource/v1"
+    );
+    assert_eq!(metadata.path, "/.well-known/oauth-protected-resource/v1");
+    assert_eq!(
+        cfg.token_source_headers(),
+        vec![http::HeaderName::from_static("dpop")]
+    );
+
+    let plain = validate(&issuer_with("dpop: off")).expect("`off` is a word");
+    assert_eq!(plain.issuers[0].dpop, super::DpopMode::Off);
+    assert!(plain.issuers[0].introspection.is_none());
+    assert!(plain.resource_metadata.is_none());
+    assert!(plain.token_source_headers().is_empty());
+
+    for (fields, field) in [
+        ("dpop: sometimes", "issuers[0].dpop"),
+        ("introspection: {enabled: true}", "issuers[0].client_id"),
+        (
+            "introspect_jwts: true, client_id: rs, client_secret: s",
+            "issuers[0].introspect_jwts",
+        ),
+        (
+            "client_id: rs, client_secret: s, introspection: {enabled: true, endpoint: \"ftp://x\"}",
+            "issuers[0].introspection.endpoint",
+        ),
+        (
+            "client_id: rs, client_secret: s, introspection: {enabled: true, max_calls_per_second: 0}",
+            "issuers[0].introspection.max_calls_per_second",
+        ),
+        (
+            "client_id: rs, client_secret: s, introspection: {enabled: true, colour: blue}",
+            "colour",
+        ),
+    ] {
+        let found = problems(&issuer_with(fields));
+        assert!(
+            found.iter().any(|p| p.contains(field)),
+            "{fields}: {found:?}"
+        );
+    }
+    for (top, field) in [
+        (
+            "dpop_proofs: {algorithms: [HS256]}",
+            "dpop_proofs.algorithms",
+        ),
+        ("dpop_proofs: {max_age: 0s}", "dpop_proofs.max_age"),
+        (
+            "resource_metadata: {scopes_supported: [a]}",
+            "resource_metadata.resource",
+        ),
+        (
+            "resource_metadata: {resource: \"https://api.example.com/?x=1\"}",
+            "resource_metadata.resource",
+        ),
+        (
+            "resource_metadata: {resource: \"http://api.example.com\"}",
+            "resource_metadata.resource",
+        ),
+        (
+            "resource_metadata: {resource: \"https://api.example.com\", authorization_servers: [\"\"]}",
+            "resource_metadata.authorization_servers[0]",
+        ),
+    ] {
+        let found = problems(&format!("{}{top}\n", issuer_with("dpop: optional")));
+        assert!(found.iter().any(|p| p.contains(field)), "{top}: {found:?}");
+    }
+    // Keys from a file: introspection needs its endpoint.
+    let found = problems(
+        "issuers: [{issuer: https://idp.example.com, jwks_file: /x.json, client_id: rs, client_secret: s, introspection: {enabled: true}}]\naudiences: [api]\n",
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("issuers[0].introspection.endpoint")),
+        "{found:?}"
+    );
+}
