@@ -65,6 +65,11 @@ impl ProofChecker {
         }
     }
 
+    /// The settings it checks with.
+    pub fn config(&self) -> &DpopProofConfig {
+        &self.config
+    }
+
     /// Checks `proof` for a request to `target` presenting `access_token` at `now` (unix
     /// seconds): the thumbprint of the proof's key (base64url) when the proof holds.
     pub fn check(

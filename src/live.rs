@@ -6,7 +6,7 @@
 //! config, one log line per problem), keeping the key sets of issuers whose key settings did not
 //! change ([`KeyRegistry`]) and stopping those of removed ones. The verified-token cache and the
 //! password-grant cache belong to a decider, so nothing a new config forbids is answered from
-//! them. Listener addresses cannot change without a restart: such a file is refused.
+//! them; the DPoP replay cache is carried over (a used proof stays used). Listener addresses cannot change without a restart: such a file is refused.
 //!
 //! A reload is asked for by SIGHUP or by a change of the file's content, polled every
 //! [`POLL_INTERVAL`] and applied once two polls agree (a debounce against half-written files).
@@ -238,11 +238,10 @@ fn reload(source: &ConfigSource, live: &Live, keys: &mut KeyRegistry) {
         }
     };
     let (issuer_count, route_count) = (config.issuers.len(), config.routes.len());
-    live.set(Decider::new(
-        Arc::new(config),
-        issuers,
-        Arc::new(SystemClock),
-    ));
+    let mut decider = Decider::new(Arc::new(config), issuers, Arc::new(SystemClock));
+    // A DPoP proof used before the reload stays used after it.
+    decider.keep_dpop_replays(&running);
+    live.set(decider);
     telemetry::record_config_reload(true);
     tracing::info!(
         issuers = issuer_count,

@@ -194,7 +194,7 @@ pub struct IntrospectionConfig {
 }
 
 /// `dpop_proofs`: how DPoP proofs are checked.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DpopProofConfig {
     /// Accepted proof algorithms.
     pub algorithms: Vec<Alg>,

@@ -85,7 +85,7 @@ pub struct Decider {
     /// The headers token sources read besides `Authorization`, worked out once.
     token_source_headers: Vec<HeaderName>,
     /// DPoP proofs and their replay cache, where an issuer accepts DPoP.
-    dpop: Option<ProofChecker>,
+    dpop: Option<Arc<ProofChecker>>,
     /// Each issuer's introspection, where it is on (same order as `issuers`).
     introspectors: Vec<Option<Introspector>>,
     /// What the challenges of 401 answers say.
@@ -137,7 +137,7 @@ impl Decider {
         Self {
             dpop: config
                 .dpop_accepted()
-                .then(|| ProofChecker::new(&config.dpop_proofs)),
+                .then(|| Arc::new(ProofChecker::new(&config.dpop_proofs))),
             introspectors: issuers
                 .iter()
                 .map(|i| Introspector::new(&i.config, &config.keys))
@@ -164,6 +164,16 @@ impl Decider {
     /// The request headers whose values the mouths pass in `CheckRequest::token_headers`.
     pub fn token_source_headers(&self) -> &[HeaderName] {
         &self.token_source_headers
+    }
+
+    /// Takes over `previous`'s DPoP replay cache (on reload), where both check proofs with the
+    /// same settings: a proof used before the reload must not pass after it.
+    pub fn keep_dpop_replays(&mut self, previous: &Decider) {
+        if let (Some(mine), Some(theirs)) = (&mut self.dpop, &previous.dpop)
+            && mine.config() == theirs.config()
+        {
+            *mine = Arc::clone(theirs);
+        }
     }
 
     /// What the challenges of this config's 401 answers say.
