@@ -1115,7 +1115,7 @@ impl Decider {
         }
         let carrier = match source {
             _ if !sources.strip_upstream => None,
-            Some(TokenSource::Header) => Some("authorization"),
+            Some(TokenSource::Header | TokenSource::Dpop) => Some("authorization"),
             Some(TokenSource::CustomHeader) => {
                 sources.custom_header.as_ref().map(|c| c.name.as_str())
             }
