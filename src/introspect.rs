@@ -23,9 +23,7 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use crate::config::{ClientConfig, IntrospectionConfig, IssuerConfig, KeyCacheConfig};
-use crate::exchange::client_auth;
 use crate::exchange::{Endpoint, keyed_name, random_hmac_key};
-use crate::keys::remote::{BodyError, read_bounded};
 use crate::telemetry;
 
 /// What the endpoint said about a token.
@@ -201,66 +199,13 @@ impl Inner {
 
     async fn request(&self, token: &str) -> Outcome {
         let issuer = self.issuer.issuer.as_str();
-        let Some(http) = self.endpoint.http(&self.fetch) else {
+        let form = [("token", token), ("token_type_hint", "access_token")];
+        let Ok((status, body)) = self
+            .endpoint
+            .post_form(&self.issuer, &self.client, &self.fetch, &form)
+            .await
+        else {
             return Outcome::Unavailable;
-        };
-        let Some(endpoint) = self.endpoint.url(http, &self.issuer, &self.fetch).await else {
-            return Outcome::Unavailable;
-        };
-        let credentials = match client_auth::credentials(&self.client, &endpoint) {
-            Ok(credentials) => credentials,
-            Err(error) => {
-                let error = &error as &dyn std::error::Error;
-                tracing::error!(
-                    issuer,
-                    error,
-                    "introspection: cannot sign the client assertion"
-                );
-                return Outcome::Unavailable;
-            }
-        };
-        let body = {
-            let mut form = form_urlencoded::Serializer::new(String::new());
-            form.append_pair("token", token)
-                .append_pair("token_type_hint", "access_token");
-            for (name, value) in &credentials.form {
-                form.append_pair(name, value);
-            }
-            form.finish()
-        };
-        let mut request = http
-            .post(&endpoint)
-            .header(
-                http::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .header(http::header::ACCEPT, "application/json")
-            .body(body);
-        if let Some(authorization) = credentials.authorization {
-            request = request.header(http::header::AUTHORIZATION, authorization);
-        }
-        let mut response = match request.send().await {
-            Ok(response) => response,
-            Err(error) => {
-                tracing::warn!(
-                    issuer,
-                    timeout = error.is_timeout(),
-                    "introspection: endpoint unreachable"
-                );
-                return Outcome::Unavailable;
-            }
-        };
-        let status = response.status();
-        let body = match read_bounded(&mut response, self.fetch.max_body_bytes).await {
-            Ok(body) => body,
-            Err(BodyError::Transport(_)) => {
-                tracing::warn!(issuer, "introspection: the response broke off");
-                return Outcome::Unavailable;
-            }
-            Err(BodyError::TooLarge) => {
-                tracing::warn!(issuer, "introspection: the response is too large");
-                return Outcome::Unavailable;
-            }
         };
         if !status.is_success() {
             // 401/403: the IdP refused authgate's client, an operator's problem; anything

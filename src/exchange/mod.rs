@@ -254,6 +254,66 @@ impl Endpoint {
             .as_ref()
     }
 
+    /// POSTs `form` and the client's authentication to the endpoint, as RFC 6749 §2.3 and RFC
+    /// 7662 §2.1 ask; the status and the body (at most `fetch.max_body_bytes`). `Err` (logged,
+    /// never with the form's values) when nothing usable came back.
+    pub(crate) async fn post_form(
+        &self,
+        issuer: &IssuerConfig,
+        client: &ClientConfig,
+        fetch: &KeyCacheConfig,
+        form: &[(&str, &str)],
+    ) -> Result<(http::StatusCode, Vec<u8>), ()> {
+        let (what, iss) = (self.what, issuer.issuer.as_str());
+        let http = self.http(fetch).ok_or(())?;
+        let endpoint = self.url(http, issuer, fetch).await.ok_or(())?;
+        let credentials = client_auth::credentials(client, &endpoint).map_err(|error| {
+            let error = &error as &dyn std::error::Error;
+            tracing::error!(
+                issuer = iss,
+                error,
+                "{what}: cannot sign the client assertion"
+            );
+        })?;
+        let body = {
+            let mut serializer = form_urlencoded::Serializer::new(String::new());
+            for (name, value) in form {
+                serializer.append_pair(name, value);
+            }
+            for (name, value) in &credentials.form {
+                serializer.append_pair(name, value);
+            }
+            serializer.finish()
+        };
+        let mut request = http
+            .post(&endpoint)
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(http::header::ACCEPT, "application/json")
+            .body(body);
+        if let Some(authorization) = credentials.authorization {
+            request = request.header(http::header::AUTHORIZATION, authorization);
+        }
+        let mut response = request.send().await.map_err(|error| {
+            let timeout = error.is_timeout();
+            tracing::warn!(issuer = iss, timeout, "{what}: endpoint unreachable");
+        })?;
+        let status = response.status();
+        match read_bounded(&mut response, fetch.max_body_bytes).await {
+            Ok(body) => Ok((status, body)),
+            Err(BodyError::Transport(_)) => {
+                tracing::warn!(issuer = iss, "{what}: the response broke off");
+                Err(())
+            }
+            Err(BodyError::TooLarge) => {
+                tracing::warn!(issuer = iss, "{what}: the response is too large");
+                Err(())
+            }
+        }
+    }
+
     /// The URL: configured, or from `issuer`'s discovery document (remembered once found).
     pub(crate) async fn url(
         &self,
@@ -339,71 +399,26 @@ impl Inner {
 
     async fn request(&self, user: &str, password: &str, started: Instant) -> Outcome {
         let issuer = self.issuer.issuer.as_str();
-        let (Some(http), Some(client)) = (self.endpoint.http(&self.fetch), self.client.as_ref())
+        let Some(client) = self.client.as_ref() else {
+            return Outcome::Unavailable;
+        };
+        let mut form = vec![
+            ("grant_type", "password"),
+            ("username", user),
+            ("password", password),
+        ];
+        form.extend(
+            self.config
+                .params
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str())),
+        );
+        let Ok((status, body)) = self
+            .endpoint
+            .post_form(&self.issuer, client, &self.fetch, &form)
+            .await
         else {
             return Outcome::Unavailable;
-        };
-        let Some(endpoint) = self.endpoint.url(http, &self.issuer, &self.fetch).await else {
-            return Outcome::Unavailable;
-        };
-        let credentials = match client_auth::credentials(client, &endpoint) {
-            Ok(credentials) => credentials,
-            Err(error) => {
-                let error = &error as &dyn std::error::Error;
-                tracing::error!(
-                    issuer,
-                    error,
-                    "password grant: cannot sign the client assertion"
-                );
-                return Outcome::Unavailable;
-            }
-        };
-        let body = {
-            let mut form = form_urlencoded::Serializer::new(String::new());
-            form.append_pair("grant_type", "password")
-                .append_pair("username", user)
-                .append_pair("password", password);
-            for (name, value) in &credentials.form {
-                form.append_pair(name, value);
-            }
-            for (name, value) in &self.config.params {
-                form.append_pair(name, value);
-            }
-            form.finish()
-        };
-        let mut request = http
-            .post(&endpoint)
-            .header(
-                http::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .header(http::header::ACCEPT, "application/json")
-            .body(body);
-        if let Some(authorization) = credentials.authorization {
-            request = request.header(http::header::AUTHORIZATION, authorization);
-        }
-        let mut response = match request.send().await {
-            Ok(response) => response,
-            Err(error) => {
-                tracing::warn!(
-                    issuer,
-                    timeout = error.is_timeout(),
-                    "password grant: token endpoint unreachable"
-                );
-                return Outcome::Unavailable;
-            }
-        };
-        let status = response.status();
-        let body = match read_bounded(&mut response, self.fetch.max_body_bytes).await {
-            Ok(body) => body,
-            Err(BodyError::Transport(_)) => {
-                tracing::warn!(issuer, "password grant: the token response broke off");
-                return Outcome::Unavailable;
-            }
-            Err(BodyError::TooLarge) => {
-                tracing::warn!(issuer, "password grant: the token response is too large");
-                return Outcome::Unavailable;
-            }
         };
         let json: Option<serde_json::Map<String, Value>> = serde_json::from_slice(&body).ok();
         if status.is_success() {

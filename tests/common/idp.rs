@@ -46,6 +46,19 @@ pub(crate) struct TokenRequest {
 }
 
 impl TokenRequest {
+    /// What a form POST carried: its `Authorization` header and its form parameters.
+    fn new(headers: &http::HeaderMap, body: &str) -> Self {
+        Self {
+            authorization: headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            form: form_urlencoded::parse(body.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        }
+    }
+
     /// The form parameter `name`.
     pub(crate) fn param(&self, name: &str) -> Option<&str> {
         self.form
@@ -563,15 +576,7 @@ async fn token(
     body: String,
 ) -> Response {
     let pending = Pending::arrived(&shared.token);
-    let request = TokenRequest {
-        authorization: headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        form: form_urlencoded::parse(body.as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect(),
-    };
+    let request = TokenRequest::new(&headers, &body);
     let (delay, down, fault, patch, key) = {
         let mut settings = shared.settings();
         settings.token_requests.push(request.clone());
@@ -656,15 +661,7 @@ async fn introspect(
     body: String,
 ) -> Response {
     let pending = Pending::arrived(&shared.introspection);
-    let request = TokenRequest {
-        authorization: headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        form: form_urlencoded::parse(body.as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect(),
-    };
+    let request = TokenRequest::new(&headers, &body);
     let (delay, down, fault, answer) = {
         let mut settings = shared.settings();
         settings.introspection_requests.push(request.clone());
