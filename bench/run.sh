@@ -157,6 +157,7 @@ envoy_start() { # NAME LISTEN ADMIN TEMPLATE GRPC_PORT
     local dir="$WORK/envoy-$1"
     mkdir -p "$dir"
     sed -e "s/__LISTEN__/$2/; s/__ADMIN__/$3/; s/__AUTHGATE_GRPC__/$5/; s/__UPSTREAM__/$P_UPSTREAM/" \
+        -e "s/__AUTHGATE_HTTP__/$P_AG_HTTP/" \
         -e "s|__JWKS__|$WORK/jwks.json|; s|__ISSUER__|$ISSUER|; s|__AUDIENCE__|$AUDIENCE|" \
         -e '/^    - name: ingress_tls$/,/^  clusters:$/{/^  clusters:$/!d}' \
         "$4" >"$dir/envoy.yaml"

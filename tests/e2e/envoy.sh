@@ -31,25 +31,26 @@ unset env_name
 # NAME (grpc-... or http-...), pointed at the authgate instance in NAME, validate it and start
 # Envoy. Does not wait for it (envoy_wait).
 envoy_start() {
-    local name=$1 mode=${1%%-*} instance=${1#*-} dir="$E2E_TMP/envoy-$1" authgate_port placeholder
-    case $mode-$instance in
-    grpc-main) authgate_port=$AG_GRPC ;;
-    grpc-query) authgate_port=$AGQ_GRPC ;;
-    grpc-stale | grpc-open) authgate_port=$AGS_GRPC ;;
-    grpc-kong) authgate_port=$AGK_GRPC ;;
-    http-main) authgate_port=$AG_HTTP ;;
-    http-query) authgate_port=$AGQ_HTTP ;;
-    http-stale | http-open) authgate_port=$AGS_HTTP ;;
-    http-kong) authgate_port=$AGK_HTTP ;;
+    local name=$1 mode=${1%%-*} instance=${1#*-} dir="$E2E_TMP/envoy-$1" http_port grpc_port
+    # Both files name authgate's HTTP port (checks in HTTP mode, the metadata route in both).
+    case $instance in
+    main) http_port=$AG_HTTP grpc_port=$AG_GRPC ;;
+    query) http_port=$AGQ_HTTP grpc_port=$AGQ_GRPC ;;
+    stale | open) http_port=$AGS_HTTP grpc_port=$AGS_GRPC ;;
+    kong) http_port=$AGK_HTTP grpc_port=$AGK_GRPC ;;
     *)
         echo "envoy_start: unknown Envoy $name"
         return 1
         ;;
     esac
-    if [[ $mode == grpc ]]; then placeholder=__AUTHGATE_GRPC__; else placeholder=__AUTHGATE_HTTP__; fi
+    if [[ $mode != grpc && $mode != http ]]; then
+        echo "envoy_start: unknown Envoy $name"
+        return 1
+    fi
     mkdir -p "$dir"
     sed -e "s/__LISTEN__/${ENV_PORT[$name]}/g" -e "s/__ADMIN__/${ENV_ADMIN[$name]}/g" \
-        -e "s/$placeholder/$authgate_port/g" -e "s/__UPSTREAM__/$UPSTREAM_PORT/g" \
+        -e "s/__AUTHGATE_GRPC__/$grpc_port/g" -e "s/__AUTHGATE_HTTP__/$http_port/g" \
+        -e "s/__UPSTREAM__/$UPSTREAM_PORT/g" \
         -e "s/__LISTEN_TLS__/${ENV_TLS_PORT[$name]}/g" \
         -e "s|__TLS_CERT__|$PKI/server.pem|g" -e "s|__TLS_KEY__|$PKI/server.key|g" \
         -e "s|__CLIENT_CA__|$PKI/ca.pem|g" \
@@ -406,6 +407,16 @@ if ((env_ok)); then
             expect_password_flow "$(env_url "$env_mode-kong" "")" "envoy-$env_mode"
         check "envoy $env_mode: a token in a cookie or in X-Api-Token (token sources) reaches the upstream as its subject" \
             expect_token_sources "$(env_url "$env_mode-kong" "")"
+        check "envoy $env_mode: an opaque token is introspected and reaches the upstream with X-Auth-Issuer (no sub: no X-Auth-Subject); the second request is a cache hit" \
+            expect_opaque_token "$(env_url "$env_mode-kong" "")"
+        check "envoy $env_mode: an opaque token revoked at the IdP is 401 invalid_token once cache_ttl (2 s) has passed" \
+            expect_revoked_opaque "$(env_url "$env_mode-kong" "")"
+        check "envoy $env_mode: a DPoP-bound token with a proof for the URL called passes; as Bearer, a replayed proof, a proof for another path or for https are 401" \
+            expect_dpop_token "$(env_url "$env_mode-kong" "")"
+        check "envoy $env_mode: over TLS a DPoP proof names https:// (the edge Envoy's scheme); one for http:// is 401" \
+            expect_dpop_tls "https://127.0.0.1:${ENV_TLS_PORT[$env_mode-kong]}/api/items" --cacert "$PKI/ca.pem"
+        check "envoy $env_mode: /.well-known/oauth-protected-resource is authgate's metadata (ext_authz off on its route); a 401 names it in resource_metadata" \
+            expect_resource_metadata "$(env_url "$env_mode-kong" "")"
         check "envoy $env_mode: with the password method on, a bearer token reaches the upstream unchanged" \
             env_expect_authorization_upstream "$env_mode-kong" "$env_token" "Bearer $env_token"
         check "envoy $env_mode: a certificate-bound token passes the mTLS listener with its client certificate only" \
