@@ -243,3 +243,10 @@ metric_value() {
     curl -s --max-time 2 "http://127.0.0.1:$1/metrics" 2>/dev/null |
         awk -v s="$2" 'index($0, s " ") == 1 { v = $2 } END { print (v == "" ? 0 : v) }'
 }
+
+# metric_sum ADMIN_PORT REGEX: the sum of every series of authgate's /metrics whose name and
+# labels match the awk regex REGEX (e.g. all frontends of one denial reason), 0 when none does.
+metric_sum() {
+    curl -s --max-time 2 "http://127.0.0.1:$1/metrics" 2>/dev/null |
+        awk -v re="$2" '$1 ~ re { v += $2 } END { print v + 0 }'
+}

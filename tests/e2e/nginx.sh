@@ -323,6 +323,16 @@ if ((ngx_ok)); then
         ngx_expect_password_not_logged
     check "nginx: a token in a cookie or in X-Api-Token (token sources) reaches the upstream as its subject" \
         expect_token_sources "http://127.0.0.1:$NGX_KONG"
+    check "nginx: an opaque token is introspected and reaches the upstream with X-Auth-Issuer (no sub: no X-Auth-Subject); the second request is a cache hit" \
+        expect_opaque_token "http://127.0.0.1:$NGX_KONG"
+    check "nginx: an opaque token revoked at the IdP is 401 invalid_token once cache_ttl (2 s) has passed" \
+        expect_revoked_opaque "http://127.0.0.1:$NGX_KONG"
+    check "nginx: a DPoP-bound token with a proof for the URL called passes; as Bearer, a replayed proof, a proof for another path or for https are 401" \
+        expect_dpop_token "http://127.0.0.1:$NGX_KONG"
+    check "nginx: over TLS a DPoP proof names https:// (X-Forwarded-Proto \$scheme); one for http:// is 401" \
+        expect_dpop_tls "https://127.0.0.1:$NGX_KONG_TLS/api/items" --cacert "$PKI/ca.pem"
+    check "nginx: /.well-known/oauth-protected-resource is authgate's metadata (no auth); a 401 names it in resource_metadata" \
+        expect_resource_metadata "http://127.0.0.1:$NGX_KONG"
     check "nginx: with the password method on, a bearer token reaches the upstream unchanged" \
         ngx_expect_bearer_unchanged "$ngx_token"
     check "nginx: a certificate-bound token passes over TLS with its client certificate only" \

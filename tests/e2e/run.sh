@@ -15,7 +15,10 @@
 #   stale  (AGS_HTTP/AGS_GRPC/AGS_ADMIN) keys.max_stale 3s: stop the IdP and it denies all
 #   kong   (AGK_HTTP/AGK_GRPC/AGK_ADMIN) the password method (the IdP's kong client, with
 #                                        private_key_jwt) and certificate-bound tokens
-#                                        (optional), the certificate in X-Forwarded-Tls-Client-Cert
+#                                        (optional), the certificate in X-Forwarded-Tls-Client-Cert;
+#                                        DPoP-bound tokens (optional), opaque tokens by
+#                                        introspection (as kong, cache_ttl 2s), and the RFC 9728
+#                                        metadata of AGK_RESOURCE
 #
 # A test PKI (PKI: ca.pem, server.pem/.key for 127.0.0.1, client-a and client-b .pem/.key) is
 # made at start for the proxies' TLS listeners and client certificates.
@@ -23,8 +26,10 @@
 # (= the issuer; resources and client in idp/idp.mjs), ENVOY_BIN, TRAEFIK_BIN, NGINX_BIN,
 # AUTHGATE_BIN, E2E_DIR, E2E_TMP, REPO_ROOT; the functions of
 # lib.sh and, below, mint, mint_bound, x5t_of, idp_stat, expect_password_flow,
-# expect_bound_token, mint_expired, tamper, jwt_header, jwt_claim, expect_denied,
-# expect_counted, expect_rotation_after,
+# expect_bound_token, expect_token_sources, client_mjs, dpop_key, dpop_proof, kong_denials,
+# expect_kong_denial, expect_opaque_token, expect_revoked_opaque, expect_dpop_token,
+# expect_dpop_tls, expect_resource_metadata, mint_expired, tamper, jwt_header, jwt_claim,
+# expect_denied, expect_counted, expect_rotation_after,
 # idp_stop, idp_start,
 # idp_restart, idp_outage_begin, idp_outage_end. A section starts its proxies with start_bg
 # (so they are stopped on exit), runs each check through `check` (a subshell: start or stop
@@ -254,6 +259,173 @@ expect_token_sources() {
     expect_match "status with X-Api-Token without its prefix" '^40[01]$' "$RESP_STATUS"
 }
 
+# client_mjs ARGS...: the IdP's client (idp/client.mjs: DPoP keys, tokens and proofs, opaque
+# tokens, revocation, introspection); prints its one line of result.
+client_mjs() { node "$E2E_DIR/idp/client.mjs" "$@"; }
+
+# dpop_key: the path of the suite's DPoP key (EC P-256, made on first use).
+dpop_key() { client_mjs dpop-key "$E2E_TMP/dpop-key.json"; }
+
+# dpop_proof METHOD URL TOKEN [ARGS...]: a fresh DPoP proof of the suite's key for METHOD URL
+# (htm, htu) presenting TOKEN (ath); ARGS go to `client.mjs dpop-proof`.
+dpop_proof() {
+    local method=$1 url=$2 token=$3
+    shift 3
+    client_mjs dpop-proof --key "$(dpop_key)" --htm "$method" --htu "$url" --token "$token" "$@"
+}
+
+# kong_denials REASON: the kong instance's denials with REASON, every frontend summed.
+kong_denials() {
+    metric_sum "$AGK_ADMIN" "^authgate_decisions_total[{].*result=\"deny\",reason=\"$1\"[,}]"
+}
+
+# expect_kong_denial REASON CMD...: CMD passes and the kong instance counted exactly one denial
+# with REASON (from any frontend) for it.
+expect_kong_denial() {
+    local reason=$1 before after
+    shift
+    before=$(kong_denials "$reason")
+    "$@" || return 1
+    after=$(kong_denials "$reason")
+    expect_eq "kong denials counted with reason $reason" 1 "$((after - before))"
+}
+
+# expect_opaque_token BASE_URL: through the proxy at BASE_URL (in front of the kong instance)
+# an opaque token of the IdP reaches the upstream: authgate introspects it (as kong) and maps
+# the answer's iss to X-Auth-Issuer; the answer has no sub (a client credentials token), so
+# X-Auth-Subject is absent, a client-sent one included. A second request within cache_ttl is
+# answered from authgate's cache, without a call to the IdP.
+expect_opaque_token() {
+    local base=$1 token calls hits
+    local calls_re='^authgate_introspection_requests_total[{]result="active"[}]$'
+    local hits_re='^authgate_introspection_cache_lookups_total[{]result="hit"[}]$'
+    token=$(client_mjs opaque-token --idp "$IDP_URL") || return 1
+    if [[ -z $token || $token == *.*.* ]]; then
+        echo "not an opaque token: [${token:0:40}]"
+        return 1
+    fi
+    calls=$(metric_sum "$AGK_ADMIN" "$calls_re")
+    request "$base/api/items" -H "Authorization: Bearer $token" -H "X-Auth-Subject: admin"
+    expect_eq status 200 "$RESP_STATUS" || { echo "body: ${RESP_BODY:0:200}"; return 1; }
+    expect_eq "upstream x-auth-issuer" "$IDP_URL" "$(upstream_header x-auth-issuer)" &&
+        expect_eq "upstream x-auth-subject" "<absent>" "$(upstream_header x-auth-subject)" &&
+        expect_eq "introspection calls (active)" 1 "$(($(metric_sum "$AGK_ADMIN" "$calls_re") - calls))" ||
+        return 1
+    calls=$(metric_sum "$AGK_ADMIN" "$calls_re")
+    hits=$(metric_sum "$AGK_ADMIN" "$hits_re")
+    request "$base/api/items" -H "Authorization: Bearer $token"
+    expect_eq "status of the second request" 200 "$RESP_STATUS" &&
+        expect_eq "introspection calls for the second request" 0 \
+            "$(($(metric_sum "$AGK_ADMIN" "$calls_re") - calls))" &&
+        expect_eq "introspection cache hits for the second request" 1 \
+            "$(($(metric_sum "$AGK_ADMIN" "$hits_re") - hits))"
+}
+
+# expect_revoked_opaque BASE_URL: an opaque token allowed through the proxy at BASE_URL is
+# revoked at the IdP (whose introspection then says inactive); authgate may still allow it
+# from its cache within cache_ttl (2 s), and denies it (401 invalid_token, inactive_token)
+# once that has passed.
+expect_revoked_opaque() {
+    local base=$1 token started left_ms
+    token=$(client_mjs opaque-token --idp "$IDP_URL") || return 1
+    started=$(date +%s%N)
+    request "$base/api/items" -H "Authorization: Bearer $token"
+    expect_eq "status before the revocation" 200 "$RESP_STATUS" || { echo "body: ${RESP_BODY:0:200}"; return 1; }
+    client_mjs revoke --idp "$IDP_URL" --token "$token" >/dev/null || return 1
+    expect_eq "the IdP's introspection after the revocation" false \
+        "$(client_mjs introspect --idp "$IDP_URL" --token "$token" | jq -r .active)" || return 1
+    # Within cache_ttl the remembered answer may still allow it: either is right.
+    request "$base/api/items" -H "Authorization: Bearer $token"
+    expect_match "status right after the revocation" '^(200|401)$' "$RESP_STATUS" || return 1
+    # Past cache_ttl (2 s after the first, active, answer; 2.3 s to be clear of it): denied.
+    left_ms=$((2300 - ($(date +%s%N) - started) / 1000000))
+    ((left_ms > 0)) && sleep "$(awk -v ms="$left_ms" 'BEGIN { printf "%.3f", ms / 1000 }')"
+    expect_kong_denial inactive_token expect_denied "$base/api/items" 401 \
+        'Bearer realm="authgate".*error="invalid_token"' -H "Authorization: Bearer $token"
+}
+
+# expect_dpop_token BASE_URL: through the proxy at BASE_URL (in front of the kong instance,
+# dpop: optional) a DPoP-bound JWT (cnf.jkt of the suite's key) with a fresh proof for exactly
+# the URL called (the proxy's scheme, host, port and path) reaches the upstream. Denied (401,
+# each counted with its reason): the same token as Bearer (dpop_required); the same proof again
+# (dpop_proof_replayed); a proof for another path, and one for https:// sent with
+# X-Forwarded-Proto: https (the proxy tells the scheme, not the client), both
+# invalid_dpop_proof with error="invalid_dpop_proof" on the DPoP challenge. A DPoP-bound opaque
+# token (cnf.jkt in the introspection answer) with a proof reaches the upstream too.
+expect_dpop_token() {
+    local base=$1 url=$1/api/items key token proof opaque
+    local proof_error='DPoP realm="authgate".*error="invalid_dpop_proof"'
+    key=$(dpop_key) || return 1
+    token=$(client_mjs dpop-token --idp "$IDP_URL" --key "$key") || return 1
+    expect_eq "the token's cnf.jkt" "$(client_mjs thumbprint --key "$key")" \
+        "$(jwt_claim "$token" cnf | jq -r .jkt)" || return 1
+    proof=$(dpop_proof GET "$url" "$token") || return 1
+    request "$url" -H "Authorization: DPoP $token" -H "DPoP: $proof"
+    expect_eq "status with a proof" 200 "$RESP_STATUS" || { echo "body: ${RESP_BODY:0:200}"; return 1; }
+    expect_eq "upstream x-auth-subject" "$IDP_CLIENT" "$(upstream_header x-auth-subject)" &&
+        expect_eq "upstream x-auth-issuer" "$IDP_URL" "$(upstream_header x-auth-issuer)" || return 1
+    echo "as Bearer:"
+    expect_kong_denial dpop_required expect_denied "$url" 401 'Bearer realm="authgate".*error="invalid_token"' \
+        -H "Authorization: Bearer $token" || return 1
+    echo "the proof replayed:"
+    expect_kong_denial dpop_proof_replayed expect_denied "$url" 401 "$proof_error" \
+        -H "Authorization: DPoP $token" -H "DPoP: $proof" || return 1
+    echo "a proof for /api/other:"
+    expect_kong_denial invalid_dpop_proof expect_denied "$url" 401 "$proof_error" \
+        -H "Authorization: DPoP $token" -H "DPoP: $(dpop_proof GET "$base/api/other" "$token")" || return 1
+    echo "a proof for https:// with X-Forwarded-Proto: https:"
+    expect_kong_denial invalid_dpop_proof expect_denied "$url" 401 "$proof_error" \
+        -H "Authorization: DPoP $token" -H "DPoP: $(dpop_proof GET "${url/#http:/https:}" "$token")" \
+        -H "X-Forwarded-Proto: https" || return 1
+    echo "a DPoP-bound opaque token:"
+    opaque=$(client_mjs dpop-token --idp "$IDP_URL" --key "$key" --resource urn:authgate:opaque) || return 1
+    [[ $opaque != *.*.* ]] || { echo "not an opaque token: ${opaque:0:40}"; return 1; }
+    request "$url" -H "Authorization: DPoP $opaque" -H "DPoP: $(dpop_proof GET "$url" "$opaque")"
+    expect_eq "status of the opaque token with a proof" 200 "$RESP_STATUS" ||
+        { echo "body: ${RESP_BODY:0:200}"; return 1; }
+    expect_eq "upstream x-auth-issuer" "$IDP_URL" "$(upstream_header x-auth-issuer)"
+}
+
+# expect_dpop_tls URL CURL_TLS_ARGS...: through the TLS listener of the proxy at URL (https)
+# a DPoP-bound token with a proof for URL itself passes: the proxy tells authgate the scheme
+# https; a proof for the same URL with http:// is 401 invalid_dpop_proof.
+expect_dpop_tls() {
+    local url=$1 token
+    shift
+    token=$(client_mjs dpop-token --idp "$IDP_URL" --key "$(dpop_key)") || return 1
+    request "$url" "$@" -H "Authorization: DPoP $token" -H "DPoP: $(dpop_proof GET "$url" "$token")"
+    expect_eq "status with a proof for $url" 200 "$RESP_STATUS" || { echo "body: ${RESP_BODY:0:200}"; return 1; }
+    expect_eq "upstream x-auth-subject" "$IDP_CLIENT" "$(upstream_header x-auth-subject)" || return 1
+    expect_kong_denial invalid_dpop_proof expect_denied "$url" 401 'DPoP realm="authgate".*error="invalid_dpop_proof"' \
+        "$@" -H "Authorization: DPoP $token" -H "DPoP: $(dpop_proof GET "${url/#https:/http:}" "$token")"
+}
+
+# expect_resource_metadata BASE_URL: through the proxy at BASE_URL (in front of the kong
+# instance) GET /.well-known/oauth-protected-resource is authgate's RFC 9728 document (no
+# token needed, not the upstream's answer) naming AGK_RESOURCE, the IdP and the DPoP
+# algorithms, with Basic credentials too; a 401 of a protected path names the document in
+# resource_metadata= on both challenges (Bearer and DPoP).
+expect_resource_metadata() {
+    local base=$1 challenge doc="$AGK_RESOURCE/.well-known/oauth-protected-resource"
+    request "$base/.well-known/oauth-protected-resource"
+    expect_eq status 200 "$RESP_STATUS" || { echo "body: ${RESP_BODY:0:200}"; return 1; }
+    [[ $RESP_BODY != *'"headers"'* ]] || { echo "the upstream answered: ${RESP_BODY:0:200}"; return 1; }
+    expect_match content-type '^application/json' "$(resp_header content-type)" &&
+        expect_eq resource "$AGK_RESOURCE" "$(jq -r .resource <<<"$RESP_BODY")" &&
+        expect_eq authorization_servers "[\"$IDP_URL\"]" "$(jq -c .authorization_servers <<<"$RESP_BODY")" &&
+        expect_match dpop_signing_alg_values_supported '"ES256"' \
+            "$(jq -c .dpop_signing_alg_values_supported <<<"$RESP_BODY")" || return 1
+    # Also with Basic credentials (Traefik: not the app-password router, whose rule is longer).
+    request "$base/.well-known/oauth-protected-resource" --user john:doe
+    expect_eq "status with Basic credentials" 200 "$RESP_STATUS" &&
+        expect_eq "resource with Basic credentials" "$AGK_RESOURCE" "$(jq -r .resource <<<"$RESP_BODY")" ||
+        return 1
+    expect_denied "$base/api/items" 401 "resource_metadata=\"$doc\"" || return 1
+    challenge=$(resp_header www-authenticate)
+    expect_match "Bearer challenge" "(^|, )Bearer realm=\"authgate\", resource_metadata=\"$doc\"" "$challenge" &&
+        expect_match "DPoP challenge" "DPoP realm=\"authgate\", resource_metadata=\"$doc\", algs=" "$challenge"
+}
+
 b64url_decode() {
     local s=${1//-/+}
     s=${s//_//}
@@ -357,7 +529,9 @@ idp_outage_begin() {
 idp_outage_end() {
     idp_start
 }
-export -f mint_bound x5t_of idp_stat expect_password_flow expect_bound_token expect_token_sources
+export -f mint_bound x5t_of idp_stat expect_password_flow expect_bound_token expect_token_sources \
+    client_mjs dpop_key dpop_proof kong_denials expect_kong_denial expect_opaque_token \
+    expect_revoked_opaque expect_dpop_token expect_dpop_tls expect_resource_metadata
 export -f idp_start wait_stale_fresh idp_stop idp_restart mint b64url_decode b64url_encode jwt_header jwt_claim \
     tamper mint_expired idp_outage_begin idp_outage_end
 
@@ -415,9 +589,12 @@ write_config stale "$AGS_HTTP" "$AGS_GRPC" "$AGS_ADMIN" \
 
 # The Kong parity instance: the password method with private_key_jwt (the IdP's kong client)
 # and certificate-bound tokens (optional), the client certificate from proxies in
-# X-Forwarded-Tls-Client-Cert (nginx) or Envoy's attributes.
+# X-Forwarded-Tls-Client-Cert (nginx) or Envoy's attributes; DPoP-bound tokens (optional),
+# opaque tokens introspected as kong (answers remembered 2 s: revocation checks), and the
+# RFC 9728 metadata of AGK_RESOURCE (an identifier: the proxies in front have other ports).
 AGK_HTTP=$(free_port) AGK_GRPC=$(free_port) AGK_ADMIN=$(free_port)
-export AGK_HTTP AGK_GRPC AGK_ADMIN
+AGK_RESOURCE=https://api.example.test
+export AGK_HTTP AGK_GRPC AGK_ADMIN AGK_RESOURCE
 cat >"$E2E_TMP/authgate-kong.yaml" <<EOF
 # authgate instance "kong" of the e2e suite (generated by tests/e2e/run.sh)
 listen: {http: "127.0.0.1:$AGK_HTTP", grpc: "127.0.0.1:$AGK_GRPC", admin: "127.0.0.1:$AGK_ADMIN"}
@@ -429,6 +606,8 @@ issuers:
     client_auth: private_key_jwt
     client_jwk_file: "$IDP_CLIENT_KEY"
     proof_of_possession_mtls: optional
+    dpop: optional
+    introspection: {enabled: true, cache_ttl: 2s}
 audiences: [urn:authgate:rs256]
 leeway: 0s
 client_cert_header: X-Forwarded-Tls-Client-Cert
@@ -437,6 +616,10 @@ token: {cookie: {enabled: true}, custom_header: {enabled: true, prefix: "Token "
 keys: {unknown_kid_cooldown: 1s}
 routes:
   - {path_prefix: /public, action: anonymous}
+resource_metadata:
+  resource: $AGK_RESOURCE
+  authorization_servers: ["$IDP_URL"]
+  scopes_supported: ["api:read", "api:write"]
 shutdown: {grace: 0s, drain_timeout: 1s}
 EOF
 

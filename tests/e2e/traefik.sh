@@ -385,6 +385,14 @@ if ((trf_ok)); then
         expect_password_flow "http://127.0.0.1:$TRF_KONG" traefik
     check "traefik: a token in a cookie or in X-Api-Token (authRequestHeaders) reaches the upstream as its subject" \
         expect_token_sources "http://127.0.0.1:$TRF_KONG"
+    check "traefik: an opaque token is introspected and reaches the upstream with X-Auth-Issuer (no sub: no X-Auth-Subject); the second request is a cache hit" \
+        expect_opaque_token "http://127.0.0.1:$TRF_KONG"
+    check "traefik: an opaque token revoked at the IdP is 401 invalid_token once cache_ttl (2 s) has passed" \
+        expect_revoked_opaque "http://127.0.0.1:$TRF_KONG"
+    check "traefik: a DPoP-bound token with a proof for the URL called passes (DPoP in authRequestHeaders); as Bearer, a replayed proof, a proof for another path or for https are 401" \
+        expect_dpop_token "http://127.0.0.1:$TRF_KONG"
+    check "traefik: /.well-known/oauth-protected-resource is authgate's metadata (its own router, no forwardAuth); a 401 names it in resource_metadata" \
+        expect_resource_metadata "http://127.0.0.1:$TRF_KONG"
     check "traefik: with the password method on, a bearer token reaches the upstream unchanged" \
         trf_expect_bearer_unchanged "$trf_token"
 
