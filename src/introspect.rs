@@ -26,6 +26,10 @@ use crate::config::{ClientConfig, IntrospectionConfig, IssuerConfig, KeyCacheCon
 use crate::exchange::{Endpoint, keyed_name, random_hmac_key};
 use crate::telemetry;
 
+/// The largest answer kept (an RFC 7662 answer is a few hundred bytes): the cache holds
+/// `cache_capacity` answers, so this bounds its memory. A larger one is `unavailable`.
+pub const MAX_ANSWER_BYTES: usize = 16 * 1024;
+
 /// What the endpoint said about a token.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Introspected {
@@ -223,6 +227,10 @@ impl Inner {
                     "introspection: endpoint failed"
                 );
             }
+            return Outcome::Unavailable;
+        }
+        if body.len() > MAX_ANSWER_BYTES {
+            tracing::warn!(issuer, "introspection: the answer is over 16 KiB");
             return Outcome::Unavailable;
         }
         let Ok(Value::Object(claims)) = serde_json::from_slice::<Value>(&body) else {
