@@ -15,29 +15,16 @@ mod common;
 use std::time::Duration;
 
 use authgate::demo::signing::SigningKey;
-use authgate::dpop::thumbprint;
 use authgate::verify::Alg;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::app::App;
+use common::dpop::{self, ath, jkt, now, proof_header};
 use common::idp::{TEST_AUDIENCE, TestIdp};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 const URL: &str = "https://api.example.com/orders/7";
-
-fn now() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap()
-}
 
 async fn start(mode: &str, extra: &str) -> (TestIdp, App) {
     let idp = TestIdp::start().await;
@@ -50,33 +37,13 @@ async fn start(mode: &str, extra: &str) -> (TestIdp, App) {
     (idp, app)
 }
 
-fn jkt(key: &SigningKey) -> String {
-    thumbprint(key.public_jwk().as_object().unwrap()).unwrap()
-}
-
 fn bound_token(idp: &TestIdp, key: &SigningKey) -> String {
-    let mut claims = idp.valid_claims("alice");
-    claims["cnf"] = json!({"jkt": jkt(key)});
-    idp.mint(claims)
-}
-
-fn ath(token: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes()))
+    dpop::bound_token(idp, "alice", key)
 }
 
 /// The claims of a good proof for `GET URL` presenting `token`.
 fn proof_claims(token: &str) -> Value {
-    json!({
-        "jti": format!("{:x}", fastrand::u128(..)),
-        "htm": "GET",
-        "htu": URL,
-        "iat": now(),
-        "ath": ath(token),
-    })
-}
-
-fn proof_header(key: &SigningKey) -> Value {
-    json!({"typ": "dpop+jwt", "alg": key.alg().as_str(), "jwk": key.public_jwk()})
+    dpop::proof_claims("GET", URL, token)
 }
 
 fn sign(key: &SigningKey, header: &Value, claims: &Value) -> String {
@@ -84,7 +51,7 @@ fn sign(key: &SigningKey, header: &Value, claims: &Value) -> String {
 }
 
 fn proof(key: &SigningKey, token: &str) -> String {
-    sign(key, &proof_header(key), &proof_claims(token))
+    dpop::proof(key, "GET", URL, token)
 }
 
 /// `GET URL` through the forward-auth mouth, as Traefik describes it.

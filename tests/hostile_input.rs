@@ -1378,18 +1378,17 @@ fn cases(w: &World) -> Vec<Case> {
 /// remembered, so each mouth sees the same case afresh.
 fn dpop_cases(w: &World) -> Vec<Case> {
     let d = "dpop";
-    let jkt = authgate::dpop::thumbprint(w.ec.public_jwk().as_object().unwrap()).unwrap();
     let mut bound_claims = w.claims();
-    bound_claims["cnf"] = json!({"jkt": jkt});
+    bound_claims["cnf"] = json!({"jkt": common::dpop::jkt(&w.ec)});
     let bound = w.rsa.sign_jwt(&bound_claims).unwrap();
     let unbound = w.token();
     let dpop = |token: &str| vec![format!("DPoP {token}").into_bytes()];
-    let ath = URL_SAFE_NO_PAD.encode(<sha2::Sha256 as sha2::Digest>::digest(bound.as_bytes()));
+    let ath = common::dpop::ath(&bound);
     let claims = json!({
         "jti": "matrix", "htm": "GET", "htu": "https://evil.example.com/api/items",
         "iat": now(), "ath": ath,
     });
-    let header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": w.ec.public_jwk()});
+    let header = common::dpop::proof_header(&w.ec);
     let proof = |header: &Value, claims: &Value| w.ec.sign_with_header(header, claims).unwrap();
     let with_header = |name: &str, value: Value| {
         let mut h = header.clone();
@@ -1489,7 +1488,7 @@ fn introspection_cases(w: &World) -> Vec<Case> {
         edit(&mut claims);
         w.idp.issue_opaque(claims)
     };
-    let jkt = authgate::dpop::thumbprint(w.ec.public_jwk().as_object().unwrap()).unwrap();
+    let jkt = common::dpop::jkt(&w.ec);
     vec![
         case(
             i,

@@ -197,8 +197,7 @@ async fn checks_under_load_see_no_error_while_the_config_flips() {
 async fn a_dpop_proof_used_before_a_reload_is_still_used_after_it() {
     use authgate::demo::signing::SigningKey;
     use authgate::verify::Alg;
-    use base64::Engine as _;
-    use sha2::Digest as _;
+    use common::dpop;
 
     let idp = TestIdp::start().await;
     let config = |routes: &str| {
@@ -211,24 +210,8 @@ async fn a_dpop_proof_used_before_a_reload_is_still_used_after_it() {
     let app = App::start_file(&file.path).await;
     assert!(app.wait_ready(Duration::from_secs(5)).await);
     let key = SigningKey::generate(Alg::ES256, "client").unwrap();
-    let jkt = authgate::dpop::thumbprint(key.public_jwk().as_object().unwrap()).unwrap();
-    let mut claims = idp.valid_claims("alice");
-    claims["cnf"] = serde_json::json!({"jkt": jkt});
-    let token = idp.mint(claims);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let proof = key
-        .sign_with_header(
-            &serde_json::json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": key.public_jwk()}),
-            &serde_json::json!({
-                "jti": "once", "htm": "GET", "htu": "https://api.example.com/orders", "iat": now,
-                "ath": base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .encode(sha2::Sha256::digest(token.as_bytes())),
-            }),
-        )
-        .unwrap();
+    let token = dpop::bound_token(&idp, "alice", &key);
+    let proof = dpop::proof(&key, "GET", "https://api.example.com/orders", &token);
     let check = || {
         app.client
             .get(app.url("/auth"))

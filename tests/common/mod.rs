@@ -11,6 +11,7 @@
 )]
 
 pub(crate) mod app;
+pub(crate) mod dpop;
 pub(crate) mod envoy;
 pub(crate) mod idp;
 pub(crate) mod metrics;
