@@ -807,34 +807,30 @@ fn claim_headers(
         Some(list) => claim_header_mapping(list, "claim_headers", &mut table, p),
     };
     // Each issuer's and route's own list, by position.
-    let mut own = |lists: Vec<(String, Option<&Vec<RawClaimHeader>>)>| -> Vec<Option<u64>> {
+    let mut own = |section: &str, lists: Vec<Option<&Vec<RawClaimHeader>>>| -> Vec<Option<u64>> {
         lists
             .into_iter()
-            .map(|(field, list)| list.map(|l| claim_header_mapping(l, &field, &mut table, p)))
+            .enumerate()
+            .map(|(i, list)| {
+                let field = format!("{section}[{i}].claim_headers");
+                list.map(|l| claim_header_mapping(l, &field, &mut table, p))
+            })
             .collect()
     };
-    let issuers = own(raw
-        .issuers
-        .iter()
-        .enumerate()
-        .map(|(i, x)| {
-            (
-                format!("issuers[{i}].claim_headers"),
-                x.claim_headers.as_ref(),
-            )
-        })
-        .collect());
-    let routes = own(raw
-        .routes
-        .iter()
-        .enumerate()
-        .map(|(i, x)| {
-            (
-                format!("routes[{i}].claim_headers"),
-                x.claim_headers.as_ref(),
-            )
-        })
-        .collect());
+    let issuers = own(
+        "issuers",
+        raw.issuers
+            .iter()
+            .map(|x| x.claim_headers.as_ref())
+            .collect(),
+    );
+    let routes = own(
+        "routes",
+        raw.routes
+            .iter()
+            .map(|x| x.claim_headers.as_ref())
+            .collect(),
+    );
     if table.len() > MAX_CLAIM_HEADERS {
         p.add(
             "claim_headers",
