@@ -428,3 +428,57 @@ async fn a_silent_grpc_connection_and_an_idle_keep_alive_connection_are_closed_a
         "closed {after:?} after the request"
     );
 }
+
+#[tokio::test]
+async fn a_keep_alive_connection_in_use_and_an_idle_http2_connection_outlive_the_header_timeout() {
+    let _serial = SERIAL.lock().await;
+    let idp = TestIdp::start().await;
+    let app = App::start(&config(&idp, "limits: {header_read_timeout: 1s}")).await;
+    assert!(app.wait_ready(Duration::from_secs(5)).await);
+    let token = idp.mint(idp.valid_claims("alice"));
+
+    // Requests every 300 ms for 3 s on one connection: the timeout is per request head, not
+    // per connection, so every one is answered on the same connection.
+    let mut kept = TcpStream::connect(app.http).await.unwrap();
+    let request = format!("GET /auth HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\n\r\n");
+    for i in 0..10 {
+        kept.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(2), kept.read(&mut answer))
+            .await
+            .expect("no answer within 2 s")
+            .unwrap();
+        assert!(
+            answer[..n].starts_with(b"HTTP/1.1 200"),
+            "request {i}: {:?}",
+            String::from_utf8_lossy(&answer[..n])
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // An HTTP/2 (prior knowledge) connection to the HTTP port that sends the preface and its
+    // settings, then nothing: HTTP/2 keeps its own connection, the header timeout covers only
+    // its first bytes.
+    let mut h2 = TcpStream::connect(app.http).await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let mut settings = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(2), h2.read(&mut settings))
+        .await
+        .expect("no HTTP/2 settings within 2 s")
+        .unwrap();
+    assert!(
+        n >= 9 && settings[3] == 4,
+        "not a SETTINGS frame: {:?}",
+        &settings[..n]
+    );
+    // SETTINGS ACK.
+    h2.write_all(b"\0\0\0\x04\x01\0\0\0\0").await.unwrap();
+    let mut rest = Vec::new();
+    let idle = tokio::time::timeout(Duration::from_millis(2500), h2.read_to_end(&mut rest)).await;
+    assert!(
+        idle.is_err(),
+        "the idle HTTP/2 connection was closed: {idle:?} {rest:?}"
+    );
+}
