@@ -1,43 +1,97 @@
-//! The HTTP mouth (axum): `/auth` for Traefik ForwardAuth and other forward-auth callers,
+//! The HTTP mouth: `/auth` for Traefik ForwardAuth and other forward-auth callers,
 //! `/auth/nginx` for nginx `auth_request`, and `/envoy/*` for Envoy's ext_authz HTTP mode. Each
 //! handler converts the proxy's request into a `CheckRequest` and the `Decision` into a response
 //! per the table in DESIGN.md; nothing here decides.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::get;
 use http::header::{
     AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST, RETRY_AFTER, WWW_AUTHENTICATE,
 };
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, StatusCode};
+use hyper::body::Incoming;
 
 use crate::cert::ClientCert;
 use crate::decision::{CheckRequest, Decider, Decision, Frontend, could_pose_as_owned};
 use crate::deny;
 use crate::live::Live;
-use crate::server::PeerAddr;
+use crate::server::Mouth;
 use crate::token::split_joined_credentials;
 
-/// The router of the forward-auth port.
-pub fn router(live: Arc<Live>) -> Router {
+/// The forward-auth port: `/auth`, `/auth/nginx` and the Envoy prefix are answered straight from
+/// the request (no router, no extensions: these are the paths every check takes); the rest
+/// (RFC 9728 metadata, 404s) goes through an axum router.
+pub fn mouth(live: Arc<Live>) -> HttpMouth {
     let prefix = live.get().config().http.envoy_prefix.clone();
-    Router::new()
-        .route("/auth", any(forward_auth))
-        .route("/auth/nginx", any(nginx))
-        .route(&prefix, any(envoy))
-        .route(&format!("{prefix}/"), any(envoy))
-        .route(&format!("{prefix}/{{*rest}}"), any(envoy))
+    let router = Router::new()
         .route(RESOURCE_METADATA_PATH, get(resource_metadata))
         .route(
             &format!("{RESOURCE_METADATA_PATH}/{{*rest}}"),
             get(resource_metadata),
         )
-        .with_state(live)
+        .with_state(Arc::clone(&live));
+    HttpMouth(Arc::new(MouthInner {
+        live,
+        envoy_prefix: prefix,
+        router,
+    }))
+}
+
+/// See [`mouth`].
+#[derive(Debug, Clone)]
+pub struct HttpMouth(Arc<MouthInner>);
+
+#[derive(Debug)]
+struct MouthInner {
+    live: Arc<Live>,
+    /// `http.envoy_prefix`, which a reload cannot change.
+    envoy_prefix: String,
+    router: Router,
+}
+
+impl MouthInner {
+    /// The mouth a path belongs to, `None` for the router's paths.
+    fn frontend(&self, path: &str) -> Option<Frontend> {
+        match path {
+            "/auth" => Some(Frontend::ForwardAuth),
+            "/auth/nginx" => Some(Frontend::Nginx),
+            _ if path.starts_with(RESOURCE_METADATA_PATH) => None,
+            _ => path
+                .strip_prefix(self.envoy_prefix.as_str())
+                .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+                .map(|_| Frontend::EnvoyHttp),
+        }
+    }
+}
+
+impl Mouth for HttpMouth {
+    fn answer(
+        self,
+        req: hyper::Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response> + Send + 'static {
+        let mouth = self.0;
+        async move {
+            let Some(frontend) = mouth.frontend(req.uri().path()) else {
+                return mouth.router.clone().answer(req, peer).await;
+            };
+            // This check runs on the config it starts with, whatever a reload does meanwhile.
+            let decider = mouth.live.get();
+            let proxy = Some(peer.ip());
+            let check = match frontend {
+                Frontend::ForwardAuth => forward_auth(&req, proxy, &decider),
+                Frontend::Nginx => nginx(&req, proxy, &decider),
+                _ => envoy(&req, proxy, &decider),
+            };
+            respond(&decider, &check).await
+        }
+    }
 }
 
 /// Where RFC 9728 §3 puts protected-resource metadata.
@@ -46,7 +100,7 @@ pub const RESOURCE_METADATA_PATH: &str = "/.well-known/oauth-protected-resource"
 /// `GET /.well-known/oauth-protected-resource[/path]`: the RFC 9728 document, where
 /// `resource_metadata` is configured (at the pinned path, and at the path RFC 9728 §3.1 forms
 /// from a resource that has one); 404 otherwise.
-async fn resource_metadata(State(live): State<Arc<Live>>, req: Request) -> Response {
+async fn resource_metadata(State(live): State<Arc<Live>>, req: axum::extract::Request) -> Response {
     let decider = live.get();
     let config = decider.config();
     let Some(metadata) = config
@@ -131,7 +185,12 @@ fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
 /// What every HTTP mouth reads the same way: the Authorization values (split where a proxy
 /// joined repeated headers), the proxy's address, the client's, and the client certificate
 /// from `client_cert_header` (in Envoy's HTTP mode also from `x-forwarded-client-cert`).
-fn check_request(frontend: Frontend, req: &Request, decider: &Decider) -> CheckRequest {
+fn check_request<B>(
+    frontend: Frontend,
+    req: &Request<B>,
+    proxy: Option<IpAddr>,
+    decider: &Decider,
+) -> CheckRequest {
     let cert = decider
         .config()
         .client_cert_header
@@ -163,34 +222,31 @@ fn check_request(frontend: Frontend, req: &Request, decider: &Decider) -> CheckR
             .iter()
             .flat_map(|v| split_joined_credentials(v.as_bytes()))
             .collect(),
-        proxy: req.extensions().get::<PeerAddr>().map(|p| p.0.ip()),
+        proxy,
         client: forwarded_for(req.headers()),
         ..CheckRequest::new(frontend)
     }
 }
 
-async fn forward_auth(State(live): State<Arc<Live>>, req: Request) -> Response {
-    // This check runs on the config it starts with, whatever a reload does meanwhile.
-    let decider = live.get();
+/// Traefik ForwardAuth and other forward-auth callers: the original request in `X-Forwarded-*`.
+fn forward_auth<B>(req: &Request<B>, proxy: Option<IpAddr>, decider: &Decider) -> CheckRequest {
     let h = req.headers();
     let uri = original_uri(h, "x-forwarded-uri");
-    let check = CheckRequest {
+    CheckRequest {
         method: header_str(h, "x-forwarded-method").map(str::to_ascii_uppercase),
         host: header_str(h, "x-forwarded-host").map(str::to_owned),
         scheme: forwarded_proto(h),
         malformed: uri.is_err(),
         path: uri.unwrap_or_default(),
-        ..check_request(Frontend::ForwardAuth, &req, &decider)
-    };
-    respond(&decider, &check).await
+        ..check_request(Frontend::ForwardAuth, req, proxy, decider)
+    }
 }
 
-async fn nginx(State(live): State<Arc<Live>>, req: Request) -> Response {
-    // This check runs on the config it starts with, whatever a reload does meanwhile.
-    let decider = live.get();
+/// nginx `auth_request`: the original request in `X-Original-*`.
+fn nginx<B>(req: &Request<B>, proxy: Option<IpAddr>, decider: &Decider) -> CheckRequest {
     let h = req.headers();
     let uri = original_uri(h, "x-original-uri");
-    let check = CheckRequest {
+    CheckRequest {
         method: header_str(h, "x-original-method").map(str::to_ascii_uppercase),
         scheme: forwarded_proto(h),
         host: header_str(h, "x-original-host")
@@ -199,14 +255,12 @@ async fn nginx(State(live): State<Arc<Live>>, req: Request) -> Response {
             .map(str::to_owned),
         malformed: uri.is_err(),
         path: uri.unwrap_or_default(),
-        ..check_request(Frontend::Nginx, &req, &decider)
-    };
-    respond(&decider, &check).await
+        ..check_request(Frontend::Nginx, req, proxy, decider)
+    }
 }
 
-async fn envoy(State(live): State<Arc<Live>>, req: Request) -> Response {
-    // This check runs on the config it starts with, whatever a reload does meanwhile.
-    let decider = live.get();
+/// Envoy's ext_authz HTTP mode: the original request itself, its path under the prefix.
+fn envoy<B>(req: &Request<B>, proxy: Option<IpAddr>, decider: &Decider) -> CheckRequest {
     let prefix = decider.config().http.envoy_prefix.as_str();
     let uri = req.uri();
     let path = uri.path().strip_prefix(prefix).unwrap_or("");
@@ -218,7 +272,7 @@ async fn envoy(State(live): State<Arc<Live>>, req: Request) -> Response {
     let host = header_str(req.headers(), HOST.as_str())
         .or_else(|| uri.authority().map(|a| a.as_str()))
         .map(str::to_owned);
-    let check = CheckRequest {
+    CheckRequest {
         method: Some(req.method().as_str().to_owned()),
         // Envoy sets x-forwarded-proto on the request it checks (deploy/ passes it on).
         scheme: forwarded_proto(req.headers()),
@@ -232,9 +286,8 @@ async fn envoy(State(live): State<Arc<Live>>, req: Request) -> Response {
             .filter(|k| could_pose_as_owned(k))
             .map(str::to_owned)
             .collect(),
-        ..check_request(Frontend::EnvoyHttp, &req, &decider)
-    };
-    respond(&decider, &check).await
+        ..check_request(Frontend::EnvoyHttp, req, proxy, decider)
+    }
 }
 
 /// Envoy's HTTP mode removes the request headers named here (comma-separated) before the

@@ -207,7 +207,7 @@ pub async fn run_with_reload(
     };
     let http_server = tokio::spawn({
         let (router, limits, stop) = (
-            http::router(Arc::clone(&decider)),
+            http::mouth(Arc::clone(&decider)),
             config.limits.clone(),
             stop.clone(),
         );

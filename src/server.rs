@@ -5,7 +5,7 @@
 //! their connection while the process drains; HTTP/2 connections get a GOAWAY.
 
 use std::convert::Infallible;
-use std::future::Future as _;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,6 +14,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
+use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -30,6 +32,29 @@ use crate::telemetry::OpenConnection;
 /// The peer address of a connection, inserted into every request by the accept loop.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
+
+/// What a port answers: a request, and the address of the peer it came from, to a response.
+pub trait Mouth: Clone + Send + 'static {
+    /// The answer to `req` from `peer` (a mouth is cloned for every request).
+    fn answer(
+        self,
+        req: hyper::Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response> + Send + 'static;
+}
+
+/// An axum router answers with the peer's address in the request's extensions ([`PeerAddr`]).
+impl Mouth for Router {
+    fn answer(
+        self,
+        mut req: hyper::Request<Incoming>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Response> + Send + 'static {
+        req.extensions_mut().insert(PeerAddr(peer));
+        let answer = self.oneshot(req.map(Body::new));
+        async move { answer.await.unwrap_or_else(|e| match e {}) }
+    }
+}
 
 /// What one port serves.
 #[derive(Debug, Clone, Copy)]
@@ -55,9 +80,15 @@ pub struct Stop {
     pub drain_timeout: Duration,
 }
 
-/// Serves `router` on `listener` until `stop.close` turns true, then drains open connections
+/// Serves `mouth` on `listener` until `stop.close` turns true, then drains open connections
 /// for at most `stop.drain_timeout`.
-pub async fn serve(port: Port, listener: TcpListener, router: Router, limits: &Limits, stop: Stop) {
+pub async fn serve(
+    port: Port,
+    listener: TcpListener,
+    mouth: impl Mouth,
+    limits: &Limits,
+    stop: Stop,
+) {
     let Stop {
         draining,
         mut close,
@@ -102,7 +133,7 @@ pub async fn serve(port: Port, listener: TcpListener, router: Router, limits: &L
             () = until_true(&mut close) => break,
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
+        let mouth = mouth.clone();
         let draining = draining.clone();
         let progress = Arc::new(Progress::default());
         let stream = HeadDeadline::new(
@@ -111,18 +142,14 @@ pub async fn serve(port: Port, listener: TcpListener, router: Router, limits: &L
             port.http2_only,
             Arc::clone(&progress),
         );
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let in_flight = InFlight::new(&progress);
-            req.extensions_mut().insert(PeerAddr(peer));
-            let router = router.clone();
             // While draining, HTTP/1 answers end their connection, so a proxy's keep-alive pool
             // empties before the listener closes instead of racing requests into a close.
             let close_after = *draining.borrow() && req.version() <= http::Version::HTTP_11;
+            let answer = mouth.clone().answer(req, peer);
             async move {
-                let mut response = router
-                    .oneshot(req.map(axum::body::Body::new))
-                    .await
-                    .unwrap_or_else(|e| match e {});
+                let mut response = answer.await;
                 drop(in_flight);
                 if close_after {
                     response.headers_mut().insert(
