@@ -96,7 +96,8 @@ async fn metrics(State(s): State<AdminState>) -> Response {
     if let Some((entries, bytes)) = decider.verified_cache_size() {
         telemetry::record_verified_cache_size(entries, bytes);
     }
-    let body = telemetry::metrics_handle().render();
+    let mut body = telemetry::metrics_handle().render();
+    body.push_str(&telemetry::render_decision_durations());
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         body,
