@@ -316,12 +316,14 @@ impl Decider {
                 return Decision::Deny(Deny::new(DenyReason::RouteDenied));
             }
             Some(RouteAction::Anonymous) => {
-                return self.anonymous(req, sources, route_headers).await;
+                // Rare paths are boxed: the future of every check stays small (it is moved
+                // into the connection's task on every request).
+                return Box::pin(self.anonymous(req, sources, route_headers)).await;
             }
         };
         let found = match find_token(req, sources, self.dpop.is_some()) {
             Ok(Some(found)) => found,
-            Ok(None) => return self.password_check(req, route_req, route_headers).await,
+            Ok(None) => return Box::pin(self.password_check(req, route_req, route_headers)).await,
             Err(reason) => return Decision::Deny(Deny::new(reason)),
         };
         self.verify(found, route_req, req, sources, route_headers)
@@ -522,6 +524,16 @@ impl Decider {
         }
     }
 
+    /// Whether a verified token is also asked about at its issuer's introspection endpoint: a
+    /// locally verified JWT of an issuer with `introspect_jwts`.
+    fn asks_about_revocation(&self, verified: &VerifiedToken) -> bool {
+        !verified.introspected
+            && self
+                .issuers
+                .get(verified.issuer)
+                .is_some_and(|i| i.config.introspect_jwts)
+    }
+
     /// With `introspect_jwts`, a locally verified JWT is also asked about at the issuer's
     /// introspection endpoint (revoked tokens are inactive there).
     async fn check_revocation(
@@ -530,12 +542,6 @@ impl Decider {
         token: &str,
         started: Instant,
     ) -> Result<(), Deny> {
-        let Some(issuer) = self.issuers.get(verified.issuer) else {
-            return Ok(());
-        };
-        if !issuer.config.introspect_jwts || verified.introspected {
-            return Ok(());
-        }
         let Some(Some(introspector)) = self.introspectors.get(verified.issuer) else {
             return Err(DenyReason::IntrospectionUnavailable.into());
         };
@@ -658,9 +664,9 @@ impl Decider {
                 verified
             }
             None => {
-                let (verified, cacheable) = self
-                    .verify_in_full(token, &requirements, route_req, now)
-                    .await?;
+                // Boxed: a key fetch's future is large, and a cache hit should not carry it.
+                let (verified, cacheable) =
+                    Box::pin(self.verify_in_full(token, &requirements, route_req, now)).await?;
                 let verified = Arc::new(verified);
                 if let (Some((cache, key)), true) = (cache, cacheable) {
                     cache.insert(key, Arc::clone(&verified));
@@ -672,7 +678,10 @@ impl Decider {
         self.check_binding(&verified, client_cert)?;
         self.check_dpop(&verified, &found, req, now)?;
         self.authorize(&verified, &requirements)?;
-        self.check_revocation(&verified, token, started).await?;
+        if self.asks_about_revocation(&verified) {
+            // Boxed, as the rare path it is: a cache hit's future stays small.
+            Box::pin(self.check_revocation(&verified, token, started)).await?;
+        }
         Ok(self.allow(verified, found.source, req, sources, route_headers))
     }
 
