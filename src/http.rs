@@ -14,7 +14,7 @@ use axum::routing::get;
 use http::header::{
     AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST, RETRY_AFTER, WWW_AUTHENTICATE,
 };
-use http::{HeaderMap, HeaderValue, Request, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use hyper::body::Incoming;
 
 use crate::cert::ClientCert;
@@ -150,7 +150,18 @@ async fn resource_metadata(State(live): State<Arc<Live>>, req: axum::extract::Re
     response
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+// The headers the mouths read, named once (a lookup by `HeaderName` skips parsing the name).
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+const X_ORIGINAL_HOST: HeaderName = HeaderName::from_static("x-original-host");
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -160,7 +171,7 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// The original URI a proxy forwarded in `name`: `Err` when the header is there but is not
 /// visible ASCII, which the core denies as malformed rather than treat as "no path given"
 /// (that would skip path rules, deny rules included).
-fn original_uri(headers: &HeaderMap, name: &str) -> Result<Option<String>, ()> {
+fn original_uri(headers: &HeaderMap, name: &HeaderName) -> Result<Option<String>, ()> {
     match headers.get(name) {
         None => Ok(None),
         Some(v) if v.is_empty() => Ok(None),
@@ -171,14 +182,14 @@ fn original_uri(headers: &HeaderMap, name: &str) -> Result<Option<String>, ()> {
 /// The original request's scheme from `X-Forwarded-Proto` (its last value, the one the nearest
 /// proxy set), lower-case.
 fn forwarded_proto(headers: &HeaderMap) -> Option<String> {
-    let last = headers.get_all("x-forwarded-proto").iter().next_back()?;
+    let last = headers.get_all(&X_FORWARDED_PROTO).iter().next_back()?;
     let proto = last.to_str().ok()?.rsplit(',').next()?.trim();
     (!proto.is_empty()).then(|| proto.to_ascii_lowercase())
 }
 
 /// The client address the proxy appended last to `X-Forwarded-For`.
 fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
-    let last = headers.get_all("x-forwarded-for").iter().next_back()?;
+    let last = headers.get_all(&X_FORWARDED_FOR).iter().next_back()?;
     last.to_str().ok()?.rsplit(',').next()?.trim().parse().ok()
 }
 
@@ -195,11 +206,11 @@ fn check_request<B>(
         .config()
         .client_cert_header
         .as_ref()
-        .and_then(|name| header_str(req.headers(), name.as_str()))
+        .and_then(|name| header_str(req.headers(), name))
         .map(|value| ClientCert::Encoded(value.to_owned()));
     let cert = match (cert, frontend) {
         (None, Frontend::EnvoyHttp) => {
-            header_str(req.headers(), "x-forwarded-client-cert").and_then(ClientCert::from_xfcc)
+            header_str(req.headers(), &X_FORWARDED_CLIENT_CERT).and_then(ClientCert::from_xfcc)
         }
         (cert, _) => cert,
     };
@@ -231,10 +242,10 @@ fn check_request<B>(
 /// Traefik ForwardAuth and other forward-auth callers: the original request in `X-Forwarded-*`.
 fn forward_auth<B>(req: &Request<B>, proxy: Option<IpAddr>, decider: &Decider) -> CheckRequest {
     let h = req.headers();
-    let uri = original_uri(h, "x-forwarded-uri");
+    let uri = original_uri(h, &X_FORWARDED_URI);
     CheckRequest {
-        method: header_str(h, "x-forwarded-method").map(str::to_ascii_uppercase),
-        host: header_str(h, "x-forwarded-host").map(str::to_owned),
+        method: header_str(h, &X_FORWARDED_METHOD).map(str::to_ascii_uppercase),
+        host: header_str(h, &X_FORWARDED_HOST).map(str::to_owned),
         scheme: forwarded_proto(h),
         malformed: uri.is_err(),
         path: uri.unwrap_or_default(),
@@ -245,13 +256,13 @@ fn forward_auth<B>(req: &Request<B>, proxy: Option<IpAddr>, decider: &Decider) -
 /// nginx `auth_request`: the original request in `X-Original-*`.
 fn nginx<B>(req: &Request<B>, proxy: Option<IpAddr>, decider: &Decider) -> CheckRequest {
     let h = req.headers();
-    let uri = original_uri(h, "x-original-uri");
+    let uri = original_uri(h, &X_ORIGINAL_URI);
     CheckRequest {
-        method: header_str(h, "x-original-method").map(str::to_ascii_uppercase),
+        method: header_str(h, &X_ORIGINAL_METHOD).map(str::to_ascii_uppercase),
         scheme: forwarded_proto(h),
-        host: header_str(h, "x-original-host")
-            .or_else(|| header_str(h, "x-forwarded-host"))
-            .or_else(|| header_str(h, HOST.as_str()))
+        host: header_str(h, &X_ORIGINAL_HOST)
+            .or_else(|| header_str(h, &X_FORWARDED_HOST))
+            .or_else(|| header_str(h, &HOST))
             .map(str::to_owned),
         malformed: uri.is_err(),
         path: uri.unwrap_or_default(),
@@ -269,7 +280,7 @@ fn envoy<B>(req: &Request<B>, proxy: Option<IpAddr>, decider: &Decider) -> Check
         Some(q) => format!("{path}?{q}"),
         None => path.to_owned(),
     };
-    let host = header_str(req.headers(), HOST.as_str())
+    let host = header_str(req.headers(), &HOST)
         .or_else(|| uri.authority().map(|a| a.as_str()))
         .map(str::to_owned);
     CheckRequest {

@@ -28,11 +28,11 @@ pub(crate) use routes::canonical_path;
 use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures_util::FutureExt as _;
 use http::HeaderName;
 use serde_json::{Map, Value};
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::cert::ClientCert;
@@ -71,7 +71,7 @@ pub struct Decider {
     /// Each issuer's name, shared with the identities of its tokens.
     issuer_names: Vec<Arc<str>>,
     routes: RouteTable,
-    limiter: Semaphore,
+    limiter: ConcurrencyLimit,
     clock: Arc<dyn Clock>,
     owned_headers: Arc<[HeaderName]>,
     /// The all-underscore and all-dot spellings of every owned header, worked out once.
@@ -147,7 +147,7 @@ impl Decider {
             password,
             routes: RouteTable::new(&config.routes),
             verified: VerifiedCache::new(&config.verified_cache),
-            limiter: Semaphore::new(config.limits.max_concurrent_checks),
+            limiter: ConcurrencyLimit::new(config.limits.max_concurrent_checks),
             issuer_names: issuers
                 .iter()
                 .map(|i| Arc::from(i.config.issuer.as_str()))
@@ -273,10 +273,10 @@ impl Decider {
     /// queued), panic-to-deny, and the decision metrics.
     async fn bounded(&self, frontend: Frontend, check: impl Future<Output = Decision>) -> Decision {
         let started = Instant::now();
-        let decision = match self.limiter.try_acquire() {
+        let decision = match self.limiter.enter() {
             // A panic in the decision path is a bug; it must still end as a counted deny, never
             // as a dropped connection (which Envoy's failure_mode_allow would turn into an allow).
-            Ok(_permit) => AssertUnwindSafe(check)
+            Some(_running) => AssertUnwindSafe(check)
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|_| {
@@ -286,7 +286,7 @@ impl Decider {
                     );
                     Decision::Deny(Deny::new(DenyReason::InternalError))
                 }),
-            Err(_) => {
+            None => {
                 telemetry::record_shed(frontend);
                 Decision::Deny(Deny::new(DenyReason::Overloaded))
             }
@@ -626,7 +626,9 @@ impl Decider {
         sources: &TokenConfig,
         route_headers: Option<u64>,
     ) -> Result<Allow, Deny> {
-        let started = Instant::now();
+        // When the first await began (the check deadline counts from it): a cache hit that
+        // needs no introspection reads no clock for it.
+        let mut started = None;
         let client_cert = req.client_cert.as_ref();
         let token = found.token.as_ref();
         if token.len() > sources.max_bytes {
@@ -665,8 +667,10 @@ impl Decider {
             }
             None => {
                 // Boxed: a key fetch's future is large, and a cache hit should not carry it.
+                let since = *started.insert(Instant::now());
                 let (verified, cacheable) =
-                    Box::pin(self.verify_in_full(token, &requirements, route_req, now)).await?;
+                    Box::pin(self.verify_in_full(token, &requirements, route_req, now, since))
+                        .await?;
                 let verified = Arc::new(verified);
                 if let (Some((cache, key)), true) = (cache, cacheable) {
                     cache.insert(key, Arc::clone(&verified));
@@ -680,7 +684,8 @@ impl Decider {
         self.authorize(&verified, &requirements)?;
         if self.asks_about_revocation(&verified) {
             // Boxed, as the rare path it is: a cache hit's future stays small.
-            Box::pin(self.check_revocation(&verified, token, started)).await?;
+            let since = *started.get_or_insert_with(Instant::now);
+            Box::pin(self.check_revocation(&verified, token, since)).await?;
         }
         Ok(self.allow(verified, found.source, req, sources, route_headers))
     }
@@ -696,8 +701,8 @@ impl Decider {
         requirements: &[Option<&Requirement>; 2],
         route_req: Option<&Requirement>,
         now: i64,
+        started: Instant,
     ) -> Result<(VerifiedToken, bool), Deny> {
-        let started = Instant::now();
         let cfg = &self.config;
         let jws = match parse_compact(token) {
             Ok(jws) => jws,
@@ -1142,6 +1147,40 @@ impl Decider {
             remove.others.push(carrier.to_owned());
         }
         remove
+    }
+}
+
+/// `limits.max_concurrent_checks`: checks over it are shed, never queued, so a count is all it
+/// takes (no semaphore and its wait list).
+#[derive(Debug)]
+struct ConcurrencyLimit {
+    running: AtomicUsize,
+    max: usize,
+}
+
+impl ConcurrencyLimit {
+    fn new(max: usize) -> Self {
+        Self {
+            running: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// A place for one more check, held until the guard drops; `None` at the limit.
+    fn enter(&self) -> Option<Running<'_>> {
+        let before = self.running.fetch_add(1, Ordering::AcqRel);
+        let running = Running(&self.running);
+        (before < self.max).then_some(running)
+    }
+}
+
+/// One check counted in a [`ConcurrencyLimit`].
+#[derive(Debug)]
+struct Running<'a>(&'a AtomicUsize);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
