@@ -3,6 +3,7 @@
 //! `CheckResponse` (the RPC itself is OK), so Envoy denies even with `failure_mode_allow: true`;
 //! for the same reason a message that does not decode becomes a denied check, not an RPC error.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::{
@@ -29,12 +30,26 @@ use crate::token::split_joined_credentials;
 #[derive(Debug, Clone)]
 pub struct ExtAuthzServer {
     live: Arc<Live>,
+    /// The proxy's address, where the port's accept loop passed it; else it is read from the
+    /// request's extensions ([`PeerAddr`]).
+    peer: Option<SocketAddr>,
 }
+
+/// The path of `Check`.
+pub(crate) const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 
 impl ExtAuthzServer {
     /// The server for this decider.
     pub fn new(live: Arc<Live>) -> Self {
-        Self { live }
+        Self { live, peer: None }
+    }
+
+    /// The server for a request from `peer`.
+    pub(crate) fn with_peer(self, peer: SocketAddr) -> Self {
+        Self {
+            peer: Some(peer),
+            ..self
+        }
     }
 
     async fn check(&self, request: Request<EnvoyCheckRequest>) -> Reply {
@@ -44,7 +59,10 @@ impl ExtAuthzServer {
         let check = CheckRequest {
             // Trust is a property of the connection (the proxy), not of the addresses inside
             // the message, which the message's author chose.
-            proxy: request.extensions().get::<PeerAddr>().map(|p| p.0.ip()),
+            proxy: self
+                .peer
+                .or_else(|| request.extensions().get::<PeerAddr>().map(|p| p.0))
+                .map(|p| p.ip()),
             ..to_check_request(
                 request.get_ref(),
                 config.limits.max_header_bytes,
@@ -310,7 +328,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if request.uri().path() != "/envoy.service.auth.v3.Authorization/Check" {
+        if request.uri().path() != CHECK_PATH {
             return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
         }
         let server = self.clone();

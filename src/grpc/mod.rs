@@ -80,9 +80,7 @@ pub async fn serve(listener: TcpListener, decider: Arc<Live>, health: Arc<Health
     let tokens =
         pb::token_service_server::TokenServiceServer::new(Tokens::new(Arc::clone(&decider)))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let mut routes = tonic::service::Routes::new(health_service)
-        .add_service(ExtAuthzServer::new(decider))
-        .add_service(tokens);
+    let mut routes = tonic::service::Routes::new(health_service).add_service(tokens);
     // v1 for current grpcurl and grpc tooling, v1alpha for older clients.
     match (reflection().build_v1(), reflection().build_v1alpha()) {
         (Ok(v1), Ok(v1alpha)) => routes = routes.add_service(v1).add_service(v1alpha),
@@ -96,15 +94,39 @@ pub async fn serve(listener: TcpListener, decider: Arc<Live>, health: Arc<Health
         http2_only: true,
         max_header_bytes: MAX_MESSAGE_BYTES,
     };
-    server::serve(
-        port,
-        listener,
-        routes.prepare().into_axum_router(),
-        &limits,
-        stop,
-    )
-    .await;
+    let mouth = GrpcMouth {
+        check: ExtAuthzServer::new(decider),
+        router: routes.prepare().into_axum_router(),
+    };
+    server::serve(port, listener, mouth, &limits, stop).await;
     checker.abort();
+}
+
+/// The gRPC port: ext_authz `Check`, the call every check through Envoy makes, goes straight to
+/// its server (no router, the peer passed rather than inserted as an extension); the other
+/// services (TokenService, health, reflection) through tonic's routes.
+#[derive(Debug, Clone)]
+struct GrpcMouth {
+    check: ExtAuthzServer,
+    router: axum::Router,
+}
+
+impl server::Mouth for GrpcMouth {
+    fn answer(
+        self,
+        req: hyper::Request<hyper::body::Incoming>,
+        peer: std::net::SocketAddr,
+    ) -> impl Future<Output = axum::response::Response> + Send + 'static {
+        use tower::ServiceExt as _;
+        async move {
+            if req.uri().path() != ext_authz::CHECK_PATH {
+                return self.router.answer(req, peer).await;
+            }
+            let answer = self.check.with_peer(peer).oneshot(req).await;
+            let Ok(answer) = answer;
+            answer.map(axum::body::Body::new)
+        }
+    }
 }
 
 /// Keeps `grpc.health.v1` in step with readiness: key sets are polled every 200 ms; shutdown is
