@@ -126,6 +126,20 @@ pub fn split_joined_credentials(value: &[u8]) -> Vec<Vec<u8>> {
     credentials
 }
 
+/// [`split_joined_credentials`] of a value the caller owns: the usual single credential without
+/// surrounding spaces is returned as it is, without a copy.
+pub fn split_joined_credentials_owned(value: Vec<u8>) -> Vec<Vec<u8>> {
+    let is_space = |b: &u8| *b == b' ' || *b == b'\t';
+    if value.contains(&b',')
+        || value.first().is_some_and(is_space)
+        || value.last().is_some_and(is_space)
+    {
+        split_joined_credentials(&value)
+    } else {
+        vec![value]
+    }
+}
+
 /// The HTTP Basic credentials (RFC 7617) of an `Authorization` value: `None` for another
 /// scheme, `Err` for a Basic credential that is not base64 of UTF-8 `user:password` with a
 /// non-empty user and no control characters.
@@ -553,6 +567,25 @@ mod tests {
             Err(DenyReason::EmptyToken)
         );
         assert_eq!(find(&[], "/x#access_token=a", true), Ok(None));
+    }
+
+    #[test]
+    fn an_owned_value_splits_as_a_borrowed_one() {
+        for value in [
+            "Bearer a.b.c",
+            " Bearer a.b.c",
+            "Bearer a.b.c\t",
+            "",
+            "Bearer a,Bearer b",
+            "Digest username=\"u\", realm=\"r\"",
+            "Bearer a, Basic Zm9vOmJhcg==",
+        ] {
+            assert_eq!(
+                split_joined_credentials_owned(value.as_bytes().to_vec()),
+                split_joined_credentials(value.as_bytes()),
+                "{value:?}"
+            );
+        }
     }
 
     fn split(value: &str) -> Vec<String> {

@@ -20,7 +20,7 @@ use crate::decision::{Allow, CheckRequest, Decision, Deny, Frontend, could_pose_
 use crate::deny;
 use crate::live::Live;
 use crate::server::PeerAddr;
-use crate::token::split_joined_credentials;
+use crate::token::split_joined_credentials_owned;
 
 /// The ext_authz server. It is tonic's generated `AuthorizationServer` in all but the decoder: a
 /// CheckRequest that does not decode (invalid UTF-8 in a header value a client sent, an
@@ -56,15 +56,16 @@ impl ExtAuthzServer {
         // This check runs on the config it starts with, whatever a reload does meanwhile.
         let decider = self.live.get();
         let config = decider.config();
+        // Trust is a property of the connection (the proxy), not of the addresses inside the
+        // message, which the message's author chose.
+        let proxy = self
+            .peer
+            .or_else(|| request.extensions().get::<PeerAddr>().map(|p| p.0))
+            .map(|p| p.ip());
         let check = CheckRequest {
-            // Trust is a property of the connection (the proxy), not of the addresses inside
-            // the message, which the message's author chose.
-            proxy: self
-                .peer
-                .or_else(|| request.extensions().get::<PeerAddr>().map(|p| p.0))
-                .map(|p| p.ip()),
+            proxy,
             ..to_check_request(
-                request.get_ref(),
+                request.into_inner(),
                 config.limits.max_header_bytes,
                 decider.token_source_headers(),
             )
@@ -98,20 +99,20 @@ fn client_ip(req: &EnvoyCheckRequest) -> Option<std::net::IpAddr> {
 /// Translates Envoy's CheckRequest. Envoy joins repeated headers with `,` in the `headers` map;
 /// `split_joined_credentials` takes them apart again where a new credential starts.
 fn to_check_request(
-    req: &EnvoyCheckRequest,
+    mut req: EnvoyCheckRequest,
     max_header_bytes: usize,
     token_sources: &[http::HeaderName],
 ) -> CheckRequest {
     let mut check = CheckRequest {
-        client: client_ip(req),
-        client_cert: client_cert(req),
+        client: client_ip(&req),
+        client_cert: client_cert(&req),
         ..CheckRequest::new(Frontend::Grpc)
     };
     let Some(http) = req
         .attributes
-        .as_ref()
-        .and_then(|a| a.request.as_ref())
-        .and_then(|r| r.http.as_ref())
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
     else {
         check.malformed = true;
         return check;
@@ -120,11 +121,8 @@ fn to_check_request(
     let mut authorization = Vec::new();
     let mut header_names = Vec::new();
     let mut token_headers = Vec::new();
-    for (name, value) in &http.headers {
+    for (name, value) in &mut http.headers {
         header_bytes += name.len() + value.len();
-        if name.eq_ignore_ascii_case("authorization") {
-            authorization.extend(split_joined_credentials(value.as_bytes()));
-        }
         if could_pose_as_owned(name) {
             header_names.push(name.clone());
         }
@@ -133,6 +131,11 @@ fn to_check_request(
             .find(|s| s.as_str().eq_ignore_ascii_case(name))
         {
             token_headers.push((source.clone(), value.as_bytes().to_vec()));
+        }
+        if name.eq_ignore_ascii_case("authorization") {
+            // The message is ours: the value moves into the check instead of being copied.
+            let value = std::mem::take(value).into_bytes();
+            authorization.extend(split_joined_credentials_owned(value));
         }
     }
     if let Some(map) = &http.header_map {
@@ -250,6 +253,13 @@ impl tonic::codec::Encoder for ReplyEncoder {
             }
         }
         Ok(())
+    }
+
+    /// A CheckResponse is a few hundred bytes; tonic's default of 8 KiB per call is an
+    /// allocation past the allocator's fast path for every check (2.5 % of a Check's CPU in a
+    /// profile). The buffer grows as needed.
+    fn buffer_settings(&self) -> tonic::codec::BufferSettings {
+        tonic::codec::BufferSettings::new(1024, 32 * 1024)
     }
 }
 
