@@ -1,6 +1,7 @@
 //! The one accept loop behind every port (HTTP, gRPC, admin): a connection cap (more wait in the
-//! kernel's backlog), a header timeout per request head kept without a timer per request, header size
-//! bounds, the open-connections gauge, the peer address handed to the handlers, and the drain:
+//! kernel's backlog), a header timeout kept per connection rather than by a timer per request,
+//! header size bounds, the open-connections gauge, the peer address handed to each port's
+//! [`Mouth`], and the drain:
 //! stop accepting when told, let open connections finish within a bound. HTTP/1 answers end
 //! their connection while the process drains; HTTP/2 connections get a GOAWAY.
 
