@@ -502,6 +502,8 @@ pub struct VerifiedCacheConfig {
     pub max_token_bytes: usize,
     /// Time to live of one entry.
     pub ttl: Duration,
+    /// Slots of the recent-tokens index; 0 disables it.
+    pub recent_slots: usize,
 }
 
 /// Request limits.

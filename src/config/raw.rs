@@ -64,6 +64,10 @@ pub const DEFAULT_VERIFIED_CACHE_MAX_BYTES: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_VERIFIED_CACHE_MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// Longest time a verification is remembered.
 pub const DEFAULT_VERIFIED_CACHE_TTL: Duration = Duration::from_secs(300);
+/// Default `verified_cache.recent_slots`.
+pub const DEFAULT_VERIFIED_CACHE_RECENT_SLOTS: usize = 1024;
+/// Largest `verified_cache.recent_slots`.
+pub const MAX_VERIFIED_CACHE_RECENT_SLOTS: usize = 1 << 20;
 /// Path prefix of the Envoy ext_authz HTTP endpoint.
 pub const DEFAULT_ENVOY_PREFIX: &str = "/envoy";
 /// Realm in `WWW-Authenticate` challenges.
@@ -537,6 +541,9 @@ pub struct RawVerifiedCache {
     pub max_token_bytes: Option<usize>,
     /// Longest time one verification is remembered (default 5m).
     pub ttl: Option<String>,
+    /// Slots of the index of recently seen tokens, which answers a repeated token by comparing
+    /// its bytes instead of hashing them (default 1024; 0 turns it off).
+    pub recent_slots: Option<usize>,
 }
 
 /// `limits:` section.

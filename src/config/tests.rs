@@ -99,6 +99,10 @@ fn absurd_sizes_durations_and_route_syntax_are_config_errors_not_start_up_panics
     let base = "issuers: [{issuer: https://idp.example.com}]\naudiences: [api]\n";
     for (yaml, field) in [
         ("verified_cache: {ttl: 1001y}", "verified_cache.ttl:"),
+        (
+            "verified_cache: {recent_slots: 1048577}",
+            "verified_cache.recent_slots:",
+        ),
         ("shutdown: {grace: 400d}", "shutdown.grace:"),
         (
             "limits: {max_concurrent_checks: 2305843009213693952}",
@@ -123,6 +127,14 @@ fn absurd_sizes_durations_and_route_syntax_are_config_errors_not_start_up_panics
         "{base}http: {{envoy_prefix: /ext-authz/v1.0_x~}}\n"
     ));
     assert_eq!(ok.expect("valid").http.envoy_prefix, "/ext-authz/v1.0_x~");
+    let slots = |yaml: &str| {
+        validate(&format!("{base}{yaml}"))
+            .expect("valid")
+            .verified_cache
+            .recent_slots
+    };
+    assert_eq!(slots(""), 1024);
+    assert_eq!(slots("verified_cache: {recent_slots: 0}\n"), 0);
 }
 
 #[test]

@@ -1084,9 +1084,18 @@ fn verified_cache(raw: &RawVerifiedCache, p: &mut Problems) -> VerifiedCacheConf
             raw.ttl.as_ref(),
             DEFAULT_VERIFIED_CACHE_TTL,
         ),
+        recent_slots: raw
+            .recent_slots
+            .unwrap_or(DEFAULT_VERIFIED_CACHE_RECENT_SLOTS),
     };
     if verified_cache.ttl.is_zero() {
         p.add("verified_cache.ttl", "must be greater than 0");
+    }
+    if verified_cache.recent_slots > MAX_VERIFIED_CACHE_RECENT_SLOTS {
+        p.add(
+            "verified_cache.recent_slots",
+            format!("must be at most {MAX_VERIFIED_CACHE_RECENT_SLOTS}"),
+        );
     }
     verified_cache
 }

@@ -636,17 +636,16 @@ impl Decider {
         }
         let requirements = [Some(&self.config.require), route_req];
         let now = self.clock.now_unix();
-        let cache = self
-            .verified
-            .as_ref()
-            .and_then(|c| Some((c, c.key(token)?)));
-        let cached = cache.and_then(|(cache, key)| {
-            let hit = cache.get(key, now, |issuer| {
-                self.issuers.get(issuer).and_then(|i| i.keys.generation())
-            });
-            telemetry::record_verified_cache(hit.is_some());
-            hit
-        });
+        let (cache, cached) = match &self.verified {
+            Some(cache) => {
+                let lookup = cache.lookup(token, now, |issuer| {
+                    self.issuers.get(issuer).and_then(|i| i.keys.generation())
+                });
+                telemetry::record_verified_cache(lookup.hit.is_some());
+                (lookup.key.map(|key| (cache, key)), lookup.hit)
+            }
+            None => (None, None),
+        };
         let verified = match cached {
             // Only what depends on the moment or the route runs again, in the order a first
             // check runs it.
@@ -654,7 +653,7 @@ impl Decider {
                 self.check_issuer_allowed(verified.issuer, &requirements)?;
                 if let Err(deny) = check_times(&verified.times, now, self.leeway(verified.issuer)) {
                     if let Some((cache, key)) = cache {
-                        cache.remove(key);
+                        cache.remove(key, token);
                     }
                     return Err(deny);
                 }
@@ -673,7 +672,7 @@ impl Decider {
                         .await?;
                 let verified = Arc::new(verified);
                 if let (Some((cache, key)), true) = (cache, cacheable) {
-                    cache.insert(key, Arc::clone(&verified));
+                    cache.insert(key, token, Arc::clone(&verified));
                 }
                 verified
             }
