@@ -1,6 +1,6 @@
 //! Fuzz target `config`: the input is a YAML config file. It goes through `parse_yaml` and
 //! `validate()`, and a config that validates is started as far as that needs no socket: the
-//! decider (concurrency limiter, verified-signature cache) and the HTTP and admin routers.
+//! decider (concurrency limiter, verified-signature cache) and the HTTP mouth and the admin router.
 //!
 //! Invariants, for any input:
 //! - nothing panics, including building what `authgate serve` builds from a valid config (a
@@ -104,6 +104,6 @@ fuzz_target!(|data: &[u8]| {
         issuers,
         Arc::new(FixedClock::at(0)),
     )));
-    let _http = authgate::http::router(Arc::clone(&decider));
+    let _http = authgate::http::mouth(Arc::clone(&decider));
     let _admin = authgate::admin::router(decider, Arc::new(Health::default()));
 });
