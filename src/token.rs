@@ -84,12 +84,16 @@ fn is_b64token(token: &str) -> bool {
         })
 }
 
+/// Space or tab around a credential.
+fn is_space(b: &u8) -> bool {
+    *b == b' ' || *b == b'\t'
+}
+
 /// Splits an `Authorization` value that a proxy joined from repeated headers with `,` (Envoy
 /// does, in both ext_authz modes). A comma starts a new credential only where a scheme follows
 /// (a word without `=`, then a space): `Bearer a,Bearer b` is two credentials, while the
 /// `, Signature=...` parameters of one AWS SigV4 or Digest credential stay together.
 pub fn split_joined_credentials(value: &[u8]) -> Vec<Vec<u8>> {
-    let is_space = |b: &u8| *b == b' ' || *b == b'\t';
     // The usual case, one credential: nothing to split (`contains` is a memchr).
     if !value.contains(&b',') {
         let start = value
@@ -129,7 +133,6 @@ pub fn split_joined_credentials(value: &[u8]) -> Vec<Vec<u8>> {
 /// [`split_joined_credentials`] of a value the caller owns: the usual single credential without
 /// surrounding spaces is returned as it is, without a copy.
 pub fn split_joined_credentials_owned(value: Vec<u8>) -> Vec<Vec<u8>> {
-    let is_space = |b: &u8| *b == b' ' || *b == b'\t';
     if value.contains(&b',')
         || value.first().is_some_and(is_space)
         || value.last().is_some_and(is_space)

@@ -238,14 +238,23 @@ impl Lifecycle<u128, Arc<VerifiedToken>> for CountEvictions {
     }
 }
 
-/// A token in the recent-tokens index: its exact bytes, its key, and its entry.
-#[derive(Debug)]
+/// A token in the recent-tokens index: its exact bytes, its key, and its entry. Its `Debug`
+/// leaves the token out (never in a log).
 struct Recent {
     token: Box<str>,
     key: u128,
     entry: Arc<VerifiedToken>,
     /// Answered from the index since it was put there (or since its last second chance).
     used: AtomicBool,
+}
+
+impl std::fmt::Debug for Recent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recent")
+            .field("token_bytes", &self.token.len())
+            .field("entry", &self.entry)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a lookup found.
@@ -477,6 +486,11 @@ mod tests {
         // From the index (and from the cache, the same way, for a token the index lost).
         let a = cache.lookup("token-a", 1001, generation_1);
         assert_eq!((a.key, subject(&a)), (Some(key_a), Some("alice")));
+        let debug = format!("{cache:?}");
+        assert!(
+            debug.contains("alice") && !debug.contains("token-a"),
+            "{debug}"
+        );
         let b = cache.lookup("token-b", 1001, generation_1);
         assert_eq!(
             (b.key, subject(&b)),
